@@ -1,0 +1,78 @@
+"""The `avmae` command line (DESIGN: "The command line").
+
+Each subcommand lives in the module named in `COMMANDS`, which provides `add_arguments(parser)`
+and `run(args) -> int`. Any user-caused problem raises `ConfigError` and becomes one line on
+stderr and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .config import ConfigError
+
+COMMANDS = {
+    "synth": ("avmae.synth", "write the synthetic audiovisual dataset (real mp4 files + CSV manifests)"),
+    "prepare": ("avmae.data.prepare", "turn a manifest of raw videos into shards for fast loading"),
+    "stats": ("avmae.data.stats", "log-mel mean/std (and video stats) of a dataset, as JSON"),
+    "presets": ("avmae.info", "list the presets"),
+    "info": ("avmae.info", "JSON: parameters per part, tokens, visible tokens, GFLOPs"),
+    "pretrain": ("avmae.pretrain", "pretrain an AV-MAE on a manifest or shards"),
+    "finetune": ("avmae.finetune", "finetune AST / ViViT / MBT from an AV-MAE checkpoint"),
+    "evaluate": ("avmae.evaluate", "evaluate a finetuned checkpoint; JSON metrics on stdout"),
+    "visualize": ("avmae.visualize", "the paper's Figure 5 (reconstructions) for one clip"),
+    "embed": ("avmae.embed", "per-clip audio and video embeddings"),
+    "quickstart": ("avmae.quickstart", "the whole method end to end on the embedded default"),
+    "reproduce": ("avmae.reproduce", "run one of the paper's ablation tables at a chosen scale"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's own status for bad usage)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="avmae", description="Audiovisual Masked Autoencoders")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            p.set_defaults(_missing=True)
+            continue
+        add = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+        add(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if getattr(args, "_missing", False):
+        sys.stderr.write(f"avmae: error: '{args.command}' is not available in this version\n")
+        return 2
+    module = importlib.import_module(args._module)
+    run = getattr(module, f"run_{args.command}", None) or module.run
+    try:
+        return int(run(args) or 0)
+    except ConfigError as err:
+        sys.stderr.write(f"avmae {args.command}: error: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("avmae: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: decoding, log-mel front end, manifests, shards and loaders."""

@@ -1,0 +1,44 @@
+"""Random token masking per modality and per sample (MAE; paper Sec. 3.1, 4.1).
+
+Each sample keeps `floor(N * (1 - ratio))` tokens chosen uniformly at random, as MAE does: at the
+paper's base input, video keeps floor(1568 * 0.1) = 156 of 1568 tubelets and audio keeps
+floor(400 * 0.5) = 200 of 400 patches.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def num_visible(num_tokens: int, mask_ratio: float) -> int:
+    return max(1, int(num_tokens * (1.0 - mask_ratio)))
+
+
+def random_masking(x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None):
+    """Keep a random subset of tokens of each sample.
+
+    x: (B, N, D). Returns
+      x_kept (B, N_keep, D): the visible tokens, in shuffled order,
+      mask (B, N): 1 = removed (masked), 0 = kept, in the original token order,
+      ids_restore (B, N): indices that undo the shuffle (for Unshuffle in the decoder).
+    The noise is drawn on the CPU from `generator`, so a seed gives the same masks on any device.
+    """
+    B, N, D = x.shape
+    keep = num_visible(N, mask_ratio)
+    noise = torch.rand(B, N, generator=generator).to(x.device)
+    ids_shuffle = torch.argsort(noise, dim=1)             # ascending: the smallest noise is kept
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ids_keep = ids_shuffle[:, :keep]
+    x_kept = torch.gather(x, 1, ids_keep[:, :, None].expand(-1, -1, D))
+    mask = torch.ones(B, N, device=x.device)
+    mask[:, :keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)             # back to the original token order
+    return x_kept, mask, ids_restore
+
+
+def unshuffle(x_kept: torch.Tensor, mask_token: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+    """Insert mask tokens and undo the shuffle: (B, N_keep, D) -> (B, N, D) (paper Sec. 3.1)."""
+    B, keep, D = x_kept.shape
+    N = ids_restore.shape[1]
+    x = torch.cat([x_kept, mask_token.to(x_kept.dtype).expand(B, N - keep, D)], dim=1)
+    return torch.gather(x, 1, ids_restore[:, :, None].expand(-1, -1, D))

@@ -1,0 +1,109 @@
+"""A pre-norm ViT transformer on `scaled_dot_product_attention` (Vaswani et al.; ViT, Sec. 3.1).
+
+Parameter names follow timm's `VisionTransformer` (`blocks.N.norm1`, `blocks.N.attn.qkv`,
+`blocks.N.attn.proj`, `blocks.N.norm2`, `blocks.N.mlp.fc1`, `blocks.N.mlp.fc2`, `norm`), so public
+ViT / MAE / AudioMAE / VideoMAE checkpoints map onto it by key.
+
+Shapes: B batch, N tokens, D width, H heads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a whole residual branch per sample with probability `p`."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        # (B, N, 3D) -> (3, B, H, N, D/H)
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        x = x.transpose(1, 2).reshape(B, N, D)  # (B, H, N, D/H) -> (B, N, D)
+        return self.proj(x)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, mlp_dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Transformer(nn.Module):
+    """A stack of blocks and an optional final LayerNorm (`norm`), as timm's ViT trunk.
+
+    `drop_path_rates` gives one stochastic-depth rate per block (linearly increasing in ViT).
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_dim: int,
+                 drop_path_rates: list[float] | None = None, final_norm: bool = True):
+        super().__init__()
+        rates = drop_path_rates if drop_path_rates is not None else [0.0] * depth
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_dim, r) for r in rates)
+        self.norm = nn.LayerNorm(dim, eps=1e-6) if final_norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+
+def drop_path_schedule(rate: float, depth: int) -> list[float]:
+    """ViT's linearly increasing stochastic-depth rates, 0 at the first block."""
+    if depth <= 1:
+        return [rate] * depth
+    return [rate * i / (depth - 1) for i in range(depth)]
+
+
+def init_weights(module: nn.Module) -> None:
+    """MAE initialisation: xavier-uniform linears with zero bias, unit LayerNorms."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
