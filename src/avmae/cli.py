@@ -35,37 +35,31 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the chosen command's module is imported (a slow or broken optional module
+    never affects the other commands)."""
     parser = _Parser(prog="avmae", description="Audiovisual Masked Autoencoders")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module_name)
-        try:
+        if name == command:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:
-                raise
-            p.set_defaults(_missing=True)
-            continue
-        add = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
-        add(p)
+            add = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
+            add(p)
+            p.set_defaults(_run=getattr(module, f"run_{name}", None) or module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    if getattr(args, "_missing", False):
-        sys.stderr.write(f"avmae: error: '{args.command}' is not available in this version\n")
-        return 2
-    module = importlib.import_module(args._module)
-    run = getattr(module, f"run_{args.command}", None) or module.run
     try:
-        return int(run(args) or 0)
+        return int(args._run(args) or 0)
     except ConfigError as err:
         sys.stderr.write(f"avmae {args.command}: error: {err}\n")
         return 2

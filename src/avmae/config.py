@@ -334,8 +334,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.short_side={d.short_side} is smaller than data.crop_size={d.crop_size}")
     if cfg.train.batch_size < 1 or cfg.train.accum_steps < 1:
         raise ConfigError("train.batch_size and train.accum_steps must be >= 1")
-    if not 0 <= cfg.finetune.fusion_layer <= m.depth:
-        raise ConfigError(f"finetune.fusion_layer={cfg.finetune.fusion_layer} must be in [0, model.depth={m.depth}]")
 
 
 def describe_pairing(cfg: ModelConfig) -> str | None:

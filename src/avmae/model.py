@@ -49,10 +49,17 @@ class AVMAE(nn.Module):
             self.modality_embed = nn.ParameterDict(
                 {m: nn.Parameter(torch.zeros(1, 1, D)) for m in self.modalities})
         self.encoder = build_encoder(cfg, self.modalities)
-        self.decoder_embed = nn.ModuleDict({m: nn.Linear(D, Dd) for m in self.modalities})
+        # Only what the objective uses is built (DDP requires every parameter to get a gradient):
+        # single-direction inpainting decodes one modality from the other's encoded tokens.
+        decoded = INPAINT_TARGETS.get(cfg.objective, self.modalities)
+        if cfg.objective == "joint_and_inpaint":
+            decoded = self.modalities
+        projected = self.modalities if cfg.objective in ("joint", "joint_and_inpaint", "inpaint_both") \
+            else [OTHER[m] for m in decoded]
+        self.decoder_embed = nn.ModuleDict({m: nn.Linear(D, Dd) for m in projected})
         self.mask_token = nn.ParameterDict(
-            {m: nn.Parameter(torch.zeros(1, 1, Dd)) for m in self.modalities})  # zero init (official)
-        self.decoder = Decoder(cfg, self.modalities, self.patch_dims)
+            {m: nn.Parameter(torch.zeros(1, 1, Dd)) for m in decoded})  # zero init (official)
+        self.decoder = Decoder(cfg, decoded, self.patch_dims)
         self.apply(init_weights)
         for pe in self.patch_embed.values():  # MAE: initialise the patch projection like a linear
             nn.init.xavier_uniform_(pe.proj.weight.view(pe.proj.weight.shape[0], -1))
@@ -150,7 +157,7 @@ class AVMAE(nn.Module):
         targets = {m: reconstruction_target(self.patchify(m, x), self.cfg.norm_targets)
                    for m, x in inputs.items()}
         encoded, masks, restore = self.forward_encoder(tokens, generator)
-        projected = {m: self.decoder_embed[m](e) for m, e in encoded.items()}
+        projected = {m: self.decoder_embed[m](e) for m, e in encoded.items() if m in self.decoder_embed}
 
         out: dict = {}
         for m in inputs:
