@@ -251,3 +251,25 @@ def test_forward_features_without_masking():
     assert set(feats) == {"audio"} and feats["audio"].shape == (2, 8, 32)
     both = model.forward_features(a, v)
     assert both["video"].shape == (2, 18, 32)
+
+
+def test_filled_modality_is_not_a_reconstruction_target():
+    model = AVMAE(tiny_cfg().model)
+    a, v = inputs()
+    present = {"audio": torch.tensor([True, False]), "video": torch.tensor([True, True])}
+    out = model(a, v, torch.Generator().manual_seed(0), present=present)
+    a2 = a.clone()
+    a2[1] = 0.0  # what the second clip's audio is does not matter to the loss ...
+    out2 = model(a2, v, torch.Generator().manual_seed(0), present=present)
+    from avmae.objectives import masked_mse
+    only_first = masked_mse(out2["pred_audio"][:1], out2["target_audio"][:1], out2["mask_audio"][:1])
+    assert torch.allclose(out2["loss_audio"], only_first)  # ... beyond its effect as encoder input
+    assert torch.isfinite(out["loss"])
+
+
+def test_sample_noise_masks_a_clip_the_same_in_any_batch():
+    from avmae.masking import sample_noise
+    n8 = sample_noise([(0, 5, i) for i in range(8)], 18)
+    n4 = sample_noise([(0, 5, i) for i in (4, 5, 6, 7)], 18)
+    assert torch.equal(n8[4:], n4)
+    assert not torch.equal(n8[0], n8[1])

@@ -2,7 +2,7 @@
 
 Each subcommand lives in the module named in `COMMANDS`, which provides `add_arguments(parser)`
 and `run(args) -> int`. Any user-caused problem raises `ConfigError` and becomes one line on
-stderr and exit status 2; no traceback.
+stderr and exit status 2; a run that had to stop (`RunError`) one line and status 1; no traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from .config import ConfigError
+from .config import ConfigError, RunError
 
 COMMANDS = {
     "synth": ("avmae.synth", "write the synthetic audiovisual dataset (real mp4 files + CSV manifests)"),
@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         sys.stderr.write(f"avmae {args.command}: error: {err}\n")
         return 2
+    except RunError as err:
+        sys.stderr.write(f"avmae {args.command}: stopped: {err}\n")
+        return 1
     except KeyboardInterrupt:
         sys.stderr.write("avmae: interrupted\n")
         return 130

@@ -18,6 +18,10 @@ class ConfigError(ValueError):
     """A user-facing configuration problem (bad key, bad value, impossible combination)."""
 
 
+class RunError(RuntimeError):
+    """A run that had to stop (a non-finite loss); the message names the step and what is kept."""
+
+
 ENCODERS = ("early", "separate", "mid", "shared")
 DECODERS = ("shared", "separate", "joint")
 OBJECTIVES = ("joint", "inpaint_video_from_audio", "inpaint_audio_from_video", "inpaint_both",
@@ -200,7 +204,8 @@ PRESETS["tiny-4l-cpu"] = {
     "finetune.fusion_layer": 2,
     "data.num_frames": 8, "data.frame_stride": 2, "data.short_side": 72, "data.crop_size": 64,
     "data.audio_seconds": 2.56, "data.scale_jitter_min": 1.0, "data.scale_jitter_max": 1.15,
-    "train.batch_size": 16, "train.warmup_epochs": 1.0, "train.checkpoint_every": 100,
+    "train.batch_size": 16, "train.base_lr": 5e-3, "train.warmup_epochs": 1.0,
+    "train.checkpoint_every": 100,
 }
 
 PRESET_DOCS = {

@@ -14,18 +14,37 @@ def num_visible(num_tokens: int, mask_ratio: float) -> int:
     return max(1, int(num_tokens * (1.0 - mask_ratio)))
 
 
-def random_masking(x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None):
+def sample_noise(keys: list[tuple[int, ...]], num_tokens: int) -> torch.Tensor:
+    """(B, N) masking noise, one row per sample drawn from a generator seeded by that sample's key.
+
+    Training keys each row by (seed, step, clip index, modality), so a clip gets the same mask
+    whether it is in a batch of 8 on one process or of 4 on each of two (DDP), and after a resume.
+    """
+    rows = []
+    for key in keys:
+        seed = 0
+        for k in key:  # a simple, stable mix of the key into a 63-bit seed
+            seed = (seed * 1_000_003 + int(k)) % (2 ** 63 - 1)
+        rows.append(torch.rand(num_tokens, generator=torch.Generator().manual_seed(seed)))
+    return torch.stack(rows)
+
+
+def random_masking(x: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None,
+                   noise: torch.Tensor | None = None):
     """Keep a random subset of tokens of each sample.
 
     x: (B, N, D). Returns
       x_kept (B, N_keep, D): the visible tokens, in shuffled order,
       mask (B, N): 1 = removed (masked), 0 = kept, in the original token order,
       ids_restore (B, N): indices that undo the shuffle (for Unshuffle in the decoder).
-    The noise is drawn on the CPU from `generator`, so a seed gives the same masks on any device.
+    The noise (B, N) is given, or drawn on the CPU from `generator`, so a seed gives the same masks
+    on any device.
     """
     B, N, D = x.shape
     keep = num_visible(N, mask_ratio)
-    noise = torch.rand(B, N, generator=generator).to(x.device)
+    if noise is None:
+        noise = torch.rand(B, N, generator=generator)
+    noise = noise.to(x.device)
     ids_shuffle = torch.argsort(noise, dim=1)             # ascending: the smallest noise is kept
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ids_keep = ids_shuffle[:, :keep]

@@ -112,11 +112,13 @@ class AVMAE(nn.Module):
         return self.encoder(tokens)
 
     # --- pretraining -------------------------------------------------------------------------
-    def forward_encoder(self, tokens: Tokens, generator: torch.Generator | None):
+    def forward_encoder(self, tokens: Tokens, generator: torch.Generator | None,
+                        noise: Tokens | None = None):
         ratio = {"audio": self.cfg.mask_ratio_audio, "video": self.cfg.mask_ratio_video}
         visible, masks, restore = {}, {}, {}
         for m, v in tokens.items():
-            visible[m], masks[m], restore[m] = random_masking(v, ratio[m], generator)
+            visible[m], masks[m], restore[m] = random_masking(
+                v, ratio[m], generator, None if noise is None else noise[m])
         return self.encoder(visible), masks, restore
 
     def forward_decoder_joint(self, projected: Tokens, restore: Tokens, grids) -> Tokens:
@@ -141,8 +143,13 @@ class AVMAE(nn.Module):
         return sum(w[m] * l for m, l in losses.items()) / sum(w[m] for m in losses)
 
     def forward(self, audio: torch.Tensor | None = None, video: torch.Tensor | None = None,
-                generator: torch.Generator | None = None) -> dict:
+                generator: torch.Generator | None = None, noise: Tokens | None = None,
+                present: Tokens | None = None) -> dict:
         """One pretraining forward pass.
+
+        Masks come from `noise` ({m: (B, N_m)}, see masking.sample_noise) when given, else from
+        `generator`, else from torch's global RNG. `present` ({m: (B,) bool}) marks clips whose
+        modality was missing and filled with zeros: they are encoded but not reconstructed.
 
         Returns a dict with `loss` (the objective), `loss_<m>` (per modality), and for each
         modality m: `pred_<m>` (B, N_m, P_m) in patch space, `target_<m>` (B, N_m, P_m),
@@ -156,8 +163,13 @@ class AVMAE(nn.Module):
         tokens, grids = self.tokenise(inputs)
         targets = {m: reconstruction_target(self.patchify(m, x), self.cfg.norm_targets)
                    for m, x in inputs.items()}
-        encoded, masks, restore = self.forward_encoder(tokens, generator)
+        encoded, masks, restore = self.forward_encoder(tokens, generator, noise)
         projected = {m: self.decoder_embed[m](e) for m, e in encoded.items() if m in self.decoder_embed}
+
+        def loss_of(m: str, pred: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+            if present is not None and m in present:  # a filled modality is no target
+                loss_mask = loss_mask * present[m].to(loss_mask.dtype)[:, None]
+            return masked_mse(pred, targets[m], loss_mask)
 
         out: dict = {}
         for m in inputs:
@@ -165,13 +177,13 @@ class AVMAE(nn.Module):
 
         if objective in ("joint", "joint_and_inpaint"):
             preds = self.forward_decoder_joint(projected, restore, grids)
-            losses = {m: masked_mse(preds[m], targets[m], masks[m]) for m in preds}
+            losses = {m: loss_of(m, preds[m], masks[m]) for m in preds}
             for m in preds:
                 out[f"pred_{m}"], out[f"loss_mask_{m}"], out[f"loss_{m}"] = preds[m], masks[m], losses[m]
             out["loss"] = self._weighted(losses)
         if objective != "joint":
             preds, loss_masks = self.forward_decoder_inpaint(projected, grids, INPAINT_TARGETS[objective])
-            losses = {m: masked_mse(preds[m], targets[m], loss_masks[m]) for m in preds}
+            losses = {m: loss_of(m, preds[m], loss_masks[m]) for m in preds}
             if objective == "joint_and_inpaint":
                 out["loss_joint"] = out["loss"]
                 out["loss_inpaint"] = self._weighted(losses)

@@ -1,0 +1,118 @@
+"""Finetuning augmentations on batches (paper B.2, Tables 16-18), in torch.
+
+    one_hot, smooth_labels   targets as class probabilities; label smoothing 0.3
+    mixup                    Mixup [81], alpha 0.5 (1.25 audio-only): one lambda and one pairing per
+                             batch, shared by audio, video and every target (MBT: "per modality")
+    spec_augment             SpecAugment [55]: frequency and time masks set to 0, the normalised mean
+    time_shift               circular shift of the spectrogram by a uniform random offset
+    augment_spectrogram      time shift, then SpecAugment, as `cfg.finetune` says
+
+All randomness is drawn on the CPU from the `generator` passed in, so a seed gives the same
+augmentations on any device. Spectrograms are (B, 1, T_frames, F), time first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .config import FinetuneConfig
+
+Targets = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B,) integer labels -> (B, C) float one-hot targets."""
+    return torch.nn.functional.one_hot(labels.long(), num_classes).float()
+
+
+def smooth_labels(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """t * (1 - eps) + eps / C on (B, C) one-hot, soft or multi-hot targets (label smoothing [69]).
+
+    It is affine with weights summing to one, so it commutes with mixup: the order does not matter.
+    """
+    return targets * (1.0 - smoothing) + smoothing / targets.shape[-1]
+
+
+def sample_mixup(batch: int, alpha: float, generator: torch.Generator) -> tuple[float, torch.Tensor]:
+    """lambda ~ Beta(alpha, alpha) and a random pairing (permutation) of the batch.
+
+    torch's Beta sampler takes no generator, so lambda comes from a numpy generator seeded by it.
+    alpha <= 0 turns mixup off: lambda 1, identity pairing.
+    """
+    if alpha <= 0:
+        return 1.0, torch.arange(batch)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    return lam, torch.randperm(batch, generator=generator)
+
+
+def mixup(inputs: dict[str, torch.Tensor | None], targets: Targets, alpha: float,
+          generator: torch.Generator) -> tuple[dict[str, torch.Tensor | None], Targets, float, torch.Tensor]:
+    """x~ = lam * x + (1 - lam) * x[perm] for every input and target, with ONE lambda and ONE
+    permutation so that a sample's audio, video and labels stay paired.
+
+    inputs: {"audio": (B, 1, T, F), "video": (B, 3, T, H, W)} (None entries pass through);
+    targets: float (B, C) one-hot / soft / multi-hot, or a tuple of them (verb, noun).
+    Returns (mixed inputs, mixed targets, lam, perm). Single-label targets still sum to one.
+    """
+    batch = next(v.shape[0] for v in inputs.values() if v is not None)
+    lam, perm = sample_mixup(batch, alpha, generator)
+
+    def mix(x: torch.Tensor) -> torch.Tensor:
+        if lam == 1.0:
+            return x
+        return lam * x + (1.0 - lam) * x[perm.to(x.device)]
+
+    mixed = {m: None if x is None else mix(x) for m, x in inputs.items()}
+    mixed_targets = tuple(mix(t) for t in targets) if isinstance(targets, tuple) else mix(targets)
+    return mixed, mixed_targets, lam, perm
+
+
+def _band_masks(batch: int, length: int, count: int, max_width: int,
+                generator: torch.Generator) -> torch.Tensor:
+    """(B, length) bool: the union of `count` bands per sample, each of width w ~ U{0..max_width}
+    (capped at `length`) starting at s ~ U{0..length - w} (SpecAugment [55])."""
+    max_width = min(max_width, length)
+    if count <= 0 or max_width <= 0:
+        return torch.zeros(batch, length, dtype=torch.bool)
+    width = torch.randint(0, max_width + 1, (batch, count), generator=generator)    # (B, n)
+    start = (torch.rand(batch, count, generator=generator) * (length - width + 1)).long()
+    start = torch.minimum(start, length - width)  # guards rand() == 1 - eps rounding
+    pos = torch.arange(length)[None, None, :]                                         # (1, 1, L)
+    inside = (pos >= start[..., None]) & (pos < (start + width)[..., None])           # (B, n, L)
+    return inside.any(dim=1)
+
+
+def spec_augment(spec: torch.Tensor, generator: torch.Generator, freq_masks: int = 2,
+                 freq_mask_width: int = 36, time_masks: int = 4, time_mask_width: int = 48,
+                 value: float = 0.0) -> torch.Tensor:
+    """Mask random frequency bands and time spans of each spectrogram (B, 1, T, F) with `value`
+    (0 = the dataset mean after normalisation). Defaults: AudioSet's settings (reference-facts)."""
+    B, _, T, F = spec.shape
+    freq = _band_masks(B, F, freq_masks, freq_mask_width, generator).to(spec.device)   # (B, F)
+    time = _band_masks(B, T, time_masks, time_mask_width, generator).to(spec.device)   # (B, T)
+    masked = (time[:, None, :, None] | freq[:, None, None, :])                          # (B, 1, T, F)
+    return spec.masked_fill(masked, value)
+
+
+def time_shift(spec: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Roll each spectrogram (B, 1, T, F) circularly along time by an offset ~ U{0..T-1} (B.2).
+
+    Returns (shifted, offsets (B,)): shifted[b, :, t] = spec[b, :, (t - offset_b) mod T].
+    """
+    B, _, T, _ = spec.shape
+    offsets = torch.randint(0, T, (B,), generator=generator)
+    index = (torch.arange(T)[None, :] - offsets[:, None]) % T                          # (B, T)
+    index = index.to(spec.device)[:, None, :, None].expand_as(spec)
+    return torch.gather(spec, 2, index), offsets
+
+
+def augment_spectrogram(spec: torch.Tensor, cfg: FinetuneConfig, generator: torch.Generator) -> torch.Tensor:
+    """The audio regularisers of B.2 as `cfg` enables them: circular time shift, then SpecAugment."""
+    if cfg.time_shift:
+        spec, _ = time_shift(spec, generator)
+    if cfg.specaugment:
+        spec = spec_augment(spec, generator, cfg.freq_masks, cfg.freq_mask_width,
+                            cfg.time_masks, cfg.time_mask_width)
+    return spec

@@ -1,0 +1,373 @@
+"""Datasets and loaders: a manifest of raw videos or a shards folder -> batches of tensors.
+
+One sample is a chain of small named steps:
+
+    load     raw file: read_clip (PyAV) + log_mel      shards: bytes at an offset -> arrays
+    check    unreadable clip -> None; missing modality -> zeros + flag, or None (policy)
+    tensors  video_tensor (crop, jitter, flip, [-1, 1]); audio_tensor (crop/pad, normalise)
+    label    precomputed class indices (checked against the vocabulary when the dataset is built)
+
+Sample dict (DATA_CONTRACT): "video" float32 (3, T, S, S), "audio" float32 (1, audio_frames,
+mel_bins), "has_video"/"has_audio" bool (False = filled with zeros), "index" int64 clip index,
+"view" int64, and "label" when a label column is chosen: int64 () single label, float32 (C,)
+multi-hot, int64 (2,) verb and noun.
+
+Policy for broken media (DESIGN "Errors and bad input"): an unreadable clip is skipped: the
+dataset returns None, the collate drops it and the batch counts it in "num_skipped". A clip
+missing a modality the model uses is filled with zeros and flagged (data.missing_modality=fill)
+or skipped (=skip). Each such clip is also logged once per process as a warning.
+
+Determinism: all randomness of a sample comes from np.random.default_rng([seed, epoch, index,
+view]), so batches depend on (seed, epoch) only, not on the number of workers or ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
+
+from ..config import Config, ConfigError, DataConfig
+from .decode import MediaError, read_clip
+from .manifest import Clip, as_vocab, build_vocabs, encode_labels, load_manifest
+from .transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
+
+log = logging.getLogger(__name__)
+
+# DataConfig fields that shape what `avmae prepare` stores; a shards folder fixes them.
+PAYLOAD_FIELDS = ("num_frames", "frame_stride", "short_side", "sample_rate", "audio_seconds",
+                  "mel_bins", "window")
+SHARDS_FORMAT = "avmae-shards"
+SHARDS_VERSION = 1
+
+
+def sample_rng(*keys: int) -> np.random.Generator:
+    """The generator of one sample: a pure function of (seed, epoch, index, view)."""
+    return np.random.default_rng([int(k) % 2**63 for k in keys])
+
+
+# ---- sources: where a clip's frames and log-mel come from -----------------------------------
+
+class RawSource:
+    """Clips of a manifest, decoded on the fly with PyAV."""
+
+    def __init__(self, manifest_path: str | os.PathLike, data: DataConfig, *, video: bool = True,
+                 audio: bool = True):
+        self.manifest = load_manifest(manifest_path)
+        self.clips = self.manifest.clips
+        self.data = data
+        self.name = str(manifest_path)
+        self.video, self.audio = video, audio  # what to decode: the model's modalities
+        _check_paths_exist(self.manifest)
+
+    def load(self, i: int, *, rng: np.random.Generator | None, view: int, num_views: int):
+        """-> (frames uint8 (T, H, W, 3) | None, log-mel float32 (frames, mel) | None, problems)."""
+        clip = self.clips[i]
+        raw = read_clip(clip.path, self.data, rng=rng, view=view, num_views=num_views,
+                        start=clip.start, end=clip.end, video=self.video, audio=self.audio)
+        logmel = None if raw.waveform is None else audio_logmel(raw.waveform, self.data)
+        return raw.frames, logmel, raw.problems
+
+    def reopen(self) -> None:  # read_clip opens and closes its container on every call
+        pass
+
+
+def _check_paths_exist(manifest, sample: int = 16) -> None:
+    """A wrong root makes every clip 'missing': refuse that instead of skipping a whole dataset."""
+    head = manifest.clips[:sample]
+    if not any(c.path.exists() for c in head):
+        raise ConfigError(f"none of the first {len(head)} files of {manifest.source} exist (e.g. "
+                          f"{head[0].path}); paths must be relative to the manifest's folder "
+                          f"{manifest.root}")
+
+
+class ShardSource:
+    """Clips of a shards folder written by `avmae prepare`: each read is one pread at an offset."""
+
+    def __init__(self, folder: str | os.PathLike, data: DataConfig):
+        self.folder = Path(folder)
+        self.name = str(folder)
+        self.meta = read_shards_meta(self.folder)
+        check_payload(self.meta, data, self.folder)
+        self.views = int(self.meta["views"])
+        self.shards: list[str] = []
+        self.entries: list[tuple[int, dict]] = []   # (shard number, index entry) per clip
+        for shard in self.meta["shards"]:
+            entries = json.loads((self.folder / shard["index"]).read_text())["clips"]
+            self.entries += [(len(self.shards), e) for e in entries]
+            self.shards.append(shard["tar"])
+        if not self.entries:
+            raise ConfigError(f"shards folder {self.folder} holds no clips")
+        self.clips = [Clip(path=Path(e["path"]), line=e["line"], start=e.get("start"),
+                           end=e.get("end"),
+                           targets={k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in e["targets"].items()})
+                      for _, e in self.entries]
+        self._fds: dict[int, int] = {}
+
+    def stored_view(self, rng: np.random.Generator | None, view: int, num_views: int) -> int:
+        # Training: a random one of the stored temporal windows (temporal jitter at no cost).
+        # Evaluation: view v of V, or the middle window when one view is asked of many.
+        if rng is not None:
+            return int(rng.integers(self.views)) if self.views > 1 else 0
+        if num_views == self.views:
+            return view
+        if num_views == 1:
+            return self.views // 2
+        raise ConfigError(f"shards {self.folder} hold {self.views} view(s) per clip but "
+                          f"{num_views} were asked; prepare them with --views {num_views}")
+
+    def _read(self, shard: int, member: list, dtype) -> np.ndarray:
+        """The member's bytes as a flat array: one pread straight into a fresh (writable) array."""
+        offset, nbytes = member[0], member[1]
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = self._fds[shard] = os.open(self.folder / self.shards[shard], os.O_RDONLY)
+        buf = np.empty(nbytes, np.uint8)
+        if os.preadv(fd, [buf], offset) != nbytes:
+            raise MediaError(f"shard {self.shards[shard]} is truncated")
+        return buf.view(dtype)
+
+    def load(self, i: int, *, rng: np.random.Generator | None, view: int, num_views: int):
+        shard, entry = self.entries[i]
+        stored = entry["views"][self.stored_view(rng, view, num_views)]
+        frames = logmel = None
+        if stored["frames"] is not None:
+            frames = self._read(shard, stored["frames"], np.uint8).reshape(stored["frames"][2])
+        if stored["logmel"] is not None:
+            logmel = self._read(shard, stored["logmel"], np.float16).reshape(stored["logmel"][2])
+            logmel = torch.from_numpy(logmel).float()
+        return frames, logmel, entry["problems"]
+
+    def reopen(self) -> None:
+        """Drop file descriptors inherited from the parent process (called in each worker)."""
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds = {}
+
+    def __getstate__(self):  # pickled for spawned workers: never ship open descriptors
+        state = dict(self.__dict__)
+        state["_fds"] = {}
+        return state
+
+
+def read_shards_meta(folder: Path) -> dict:
+    path = folder / "meta.json"
+    if not path.is_file():
+        raise ConfigError(f"{folder} is not a shards folder (no meta.json); write one with "
+                          "`avmae prepare MANIFEST --out FOLDER`, or pass a manifest CSV")
+    meta = json.loads(path.read_text())
+    if meta.get("format") != SHARDS_FORMAT or meta.get("version") != SHARDS_VERSION:
+        raise ConfigError(f"{path} is not an {SHARDS_FORMAT} v{SHARDS_VERSION} file; re-run "
+                          "`avmae prepare`")
+    return meta
+
+
+def check_payload(meta: dict, data: DataConfig, folder: Path) -> None:
+    """Refuse a config whose decoding settings differ from those the shards were written with."""
+    for name in PAYLOAD_FIELDS:
+        stored, wanted = meta["data"][name], getattr(data, name)
+        if (float(stored) != float(wanted)) if isinstance(wanted, (int, float)) else stored != wanted:
+            raise ConfigError(f"shards {folder} were prepared with data.{name}={stored} but the "
+                              f"config has {wanted}; use --set data.{name}={stored} or re-run "
+                              "`avmae prepare` with this config")
+
+
+# ---- the dataset -----------------------------------------------------------------------------
+
+class ClipDataset(Dataset):
+    """len = clips x num_views; item i is view i % num_views of clip i // num_views."""
+
+    def __init__(self, source, cfg: Config, *, train: bool, labels: torch.Tensor | None,
+                 vocab: dict | None, label_column: str | None, num_views: int = 1):
+        if num_views < 1:
+            raise ConfigError(f"num_views={num_views} must be >= 1")
+        self.source = source
+        self.cfg = cfg
+        self.train = train
+        self.labels = labels
+        self.vocab = vocab
+        self.label_column = label_column
+        self.num_views = num_views
+        self.seed = cfg.train.seed
+        self.epoch = 0
+        # Modalities the model consumes: only a missing one of these is "missing" for the policy.
+        self.needed = {"audio": cfg.model.has_audio, "video": cfg.model.has_video}
+        self._warned: set[int] = set()
+        if isinstance(source, ShardSource) and not train:
+            source.stored_view(None, 0, num_views)  # refuse an impossible view count now
+
+    @property
+    def clips(self) -> list[Clip]:
+        return self.source.clips
+
+    def __len__(self) -> int:
+        return len(self.source.clips) * self.num_views
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _warn(self, index: int, message: str) -> None:
+        if index not in self._warned:  # once per clip (and per process)
+            self._warned.add(index)
+            log.warning("%s: %s", self.source.clips[index].path, message)
+
+    def __getitem__(self, i: int) -> dict | None:
+        index, view = divmod(int(i), self.num_views)
+        d = self.cfg.data
+        rng = sample_rng(self.seed, self.epoch, index, view) if self.train else None
+        try:
+            frames, logmel, _ = self.source.load(index, rng=rng, view=view, num_views=self.num_views)
+        except (MediaError, OSError) as err:
+            self._warn(index, f"skipped ({err})")
+            return None
+        missing = [m for m, x in (("video", frames), ("audio", logmel))
+                   if x is None and self.needed[m]]
+        if missing:
+            if d.missing_modality == "skip" or len(missing) == sum(self.needed.values()):
+                self._warn(index, f"skipped (no {' and no '.join(missing)})")
+                return None
+            self._warn(index, f"no {missing[0]}: filled with zeros and flagged")
+        sample = {
+            "video": video_tensor(frames, d, train=self.train, rng=rng) if frames is not None
+            else fill_video(d),
+            "audio": audio_tensor(logmel, d) if logmel is not None else fill_audio(d),
+            "has_video": torch.tensor(frames is not None),
+            "has_audio": torch.tensor(logmel is not None),
+            "index": torch.tensor(index, dtype=torch.int64),
+            "view": torch.tensor(view, dtype=torch.int64),
+        }
+        if self.labels is not None:
+            sample["label"] = self.labels[index]
+        return sample
+
+    def template(self) -> dict:
+        """A sample of zeros with the right shapes (the collate of an all-skipped batch)."""
+        d = self.cfg.data
+        sample = {"video": fill_video(d), "audio": fill_audio(d),
+                  "has_video": torch.tensor(False), "has_audio": torch.tensor(False),
+                  "index": torch.tensor(0), "view": torch.tensor(0)}
+        if self.labels is not None:
+            sample["label"] = torch.zeros_like(self.labels[0])
+        return sample
+
+    def reopen(self) -> None:
+        self.source.reopen()
+        self._warned = set()
+
+
+def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
+                  label_column: str | None = None, vocab: dict | list | None = None,
+                  num_views: int = 1) -> ClipDataset:
+    """A manifest CSV or a shards folder -> ClipDataset yielding the sample dict above.
+
+    label_column: None (no "label", e.g. pretraining), "label", "labels", "verb", "noun" or
+    "verb,noun". vocab: {column: [class names]} (or a plain list for one column); None builds
+    it from this data (sorted unique names). The dataset's `vocab` is the one used: save it
+    beside the run and pass it to every later stage.
+    """
+    path = Path(data)
+    if path.is_dir():
+        source = ShardSource(path, cfg.data)
+    elif path.is_file():
+        source = RawSource(path, cfg.data, video=cfg.model.has_video, audio=cfg.model.has_audio)
+    else:
+        raise ConfigError(f"data {path} not found: give a manifest CSV or a shards folder")
+    labels = None
+    if label_column:
+        vocab = as_vocab(vocab, label_column) or build_vocabs(source.clips, label_column)
+        labels = encode_labels(source.clips, label_column, vocab, where=f"{path}: ")
+    else:
+        vocab = None
+    return ClipDataset(source, cfg, train=train, labels=labels, vocab=vocab,
+                       label_column=label_column, num_views=num_views)
+
+
+# ---- loading: sampler, collate, workers -----------------------------------------------------
+
+class EpochBatchSampler(Sampler):
+    """The batches of one rank in one epoch.
+
+    Order: a permutation drawn from (seed, epoch) in training, the dataset order otherwise. It is
+    padded by wrapping around to a multiple of world_size (so every rank gets the same number of
+    samples), dealt round-robin to the ranks, cut into batches (the last partial batch dropped
+    when drop_last), and the first `skip_batches` batches are skipped: resuming at batch k gives
+    exactly batches k, k+1, ... of the uninterrupted epoch.
+    """
+
+    def __init__(self, num_samples: int, *, batch_size: int, shuffle: bool, seed: int,
+                 epoch: int, rank: int = 0, world_size: int = 1, drop_last: bool,
+                 skip_batches: int = 0):
+        if not 0 <= rank < world_size:
+            raise ConfigError(f"rank {rank} is not in [0, world_size={world_size})")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be >= 1")
+        order = sample_rng(seed, epoch).permutation(num_samples) if shuffle else np.arange(num_samples)
+        per_rank = math.ceil(num_samples / world_size)
+        order = np.resize(order, per_rank * world_size)  # wrap around to pad
+        mine = order[rank::world_size]
+        n = len(mine) // batch_size if drop_last else math.ceil(len(mine) / batch_size)
+        self.batches_per_epoch = n
+        self.batches = [mine[b * batch_size:(b + 1) * batch_size].tolist()
+                        for b in range(min(skip_batches, n), n)]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class Collate:
+    """Stack the kept samples; count the skipped ones (None) in "num_skipped"."""
+
+    def __init__(self, template: dict):
+        self.template = template
+
+    def __call__(self, samples: list) -> dict:
+        kept = [s for s in samples if s is not None]
+        if kept:
+            batch = default_collate(kept)
+        else:  # every clip of the batch was unreadable: empty tensors of the right shapes
+            batch = {k: v.unsqueeze(0)[:0] for k, v in self.template.items()}
+        batch["num_skipped"] = len(samples) - len(kept)
+        return batch
+
+
+def worker_init(worker_id: int) -> None:
+    """Each worker opens its own files: nothing (descriptors, decoders) is shared with the parent."""
+    torch.set_num_threads(1)  # the workers already use every core between them
+    get_worker_info().dataset.reopen()
+
+
+def build_loader(dataset: ClipDataset, cfg: Config, *, train: bool, batch_size: int, rank: int = 0,
+                 world_size: int = 1, seed: int = 0, epoch: int = 0, skip_batches: int = 0,
+                 num_workers: int | None = None) -> DataLoader:
+    """One epoch of batches for one rank. len(loader) = batches this loader yields
+    (`loader.batches_per_epoch` minus `skip_batches`); batches are the same for any num_workers.
+
+    Training shuffles (if data.shuffle) and drops the last partial batch; evaluation keeps the
+    order and every sample (ranks padded by wrapping: deduplicate by "index" and "view").
+    """
+    dataset.set_epoch(epoch)
+    sampler = EpochBatchSampler(len(dataset), batch_size=batch_size,
+                                shuffle=train and cfg.data.shuffle, seed=seed, epoch=epoch,
+                                rank=rank, world_size=world_size, drop_last=train,
+                                skip_batches=skip_batches)
+    workers = cfg.data.num_workers if num_workers is None else num_workers
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                        collate_fn=Collate(dataset.template()),
+                        worker_init_fn=worker_init if workers > 0 else None,
+                        pin_memory=torch.cuda.is_available(),
+                        prefetch_factor=4 if workers > 0 else None)
+    loader.batches_per_epoch = sampler.batches_per_epoch
+    return loader

@@ -1,0 +1,368 @@
+"""Decoding one clip with PyAV (FFmpeg): T video frames at a stride and a mono 16 kHz waveform.
+
+    read_clip(path, cfg) -> RawClip(frames uint8 (T, H, W, 3), waveform float32 (S,), ...)
+
+The time model, in seconds on the file's own clock (presentation timestamps, so variable frame
+rate works):
+
+- The clip is the file, or the segment [start, end] of it (EPIC-Kitchens style); D = its length.
+- Video window: T = cfg.num_frames frames, one every cfg.frame_stride source frames, so it lasts
+  Wv = T * stride / fps, with fps the stream's average rate. Target times are a grid of step
+  stride / fps starting on a source frame; each target takes the frame nearest in time.
+- Audio window: Wa = audio_seconds (S = round(audio_seconds * sample_rate) samples), centred on
+  the centre of the video window, so the two modalities stay in sync (paper Sec. 4.1).
+- Where the window centre may go: each modality's window lies inside the clip when the clip is
+  long enough, else the clip lies inside the audio window, and a video window starts at the clip
+  start. The centre range is the intersection over the decoded modalities (it always contains
+  D / 2 for audio; it is the video rule's own range if they do not meet). Training (`rng` given):
+  uniform over the range. Evaluation: view v of n evenly spaced over the range, end to end
+  (n = 1: the middle, i.e. the clip centre).
+
+Padding policy (each is reported in `RawClip.problems`):
+- Video shorter than its window (or a file that ends early): the last decoded frame is repeated;
+  a window that starts before the first frame repeats the first frame. Frames after a segment's
+  `end` are not used.
+- Audio shorter than its window: silence (zeros) where the window has no audio, so the waveform
+  stays aligned in time with the video. With the eval centre that is zero-padding on both sides,
+  symmetric around the available audio (when the clip is at least as long as the video window,
+  or has no video; a shorter video window starts at the clip start and the audio follows it). A segment's audio window may use the file's audio outside
+  the segment (context, as for action segments); only time outside the file is zero.
+  Paddings under PAD_TOLERANCE (codec priming, AAC frame rounding) are not reported.
+
+Broken media never raises anything but MediaError: unreadable files (missing, zero bytes, garbage,
+truncated before anything decodes, no audio or video stream) raise it; a missing stream gives
+None for that modality; a stream that fails part-way returns what decoded, padded, with a note.
+
+Speed: only the packets from the keyframe before the window to the last needed frame are decoded
+(one seek per modality); FFmpeg's swscale converts and resizes the chosen frames
+(`to_ndarray(width=, height=, format="rgb24")`), nothing per pixel runs in Python. Rotation from
+the display matrix (phones) is applied after resizing with np.rot90 (multiples of 90 degrees;
+a mirrored display matrix is not undone). Non-square pixels (sample aspect ratio) are resized to
+square ones.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from ..config import DataConfig
+
+OPEN_TIMEOUT = 30.0      # seconds without data before FFmpeg gives up (network file systems)
+READ_TIMEOUT = 30.0
+SEEK_IF_AFTER = 0.5      # seconds: windows starting earlier than this decode from the file start
+AUDIO_PREROLL = 0.3      # seconds decoded before the audio window: the first frame after a seek
+                         # is codec warm-up (an AAC frame is 1024 samples, 128 ms at 8 kHz)
+PAD_TOLERANCE = 0.05     # seconds of padding too small to report
+_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+
+
+class MediaError(Exception):
+    """The clip cannot be used: missing, zero bytes, corrupt, or no readable stream."""
+
+
+@dataclass
+class RawClip:
+    frames: np.ndarray | None     # uint8 (T, H, W, 3), short side = cfg.short_side; None = no video
+    waveform: np.ndarray | None   # float32 (S,) mono at cfg.sample_rate; None = no audio
+    duration: float               # seconds of the source (or of its [start, end] segment)
+    problems: list[str] = field(default_factory=list)
+
+
+def read_clip(path, cfg: DataConfig, *, rng: np.random.Generator | None = None,
+              view: int = 0, num_views: int = 1, start: float | None = None,
+              end: float | None = None, video: bool = True, audio: bool = True) -> RawClip:
+    """Decode the video and audio windows of one clip (see the module docstring for the policy).
+
+    rng: a random window centre (training); None: the centre of view `view` of `num_views`
+    evenly spaced windows. start / end: seconds, restrict the clip to a segment of the file.
+    video / audio = False: do not decode that modality (its field is None, no problem noted),
+    and its window does not restrict where the centre may go.
+    """
+    if not 0 <= view < num_views:
+        raise ValueError(f"view={view} must be in [0, num_views={num_views})")
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MediaError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise MediaError(f"{path}: zero bytes")
+    try:
+        container = av.open(path, timeout=(OPEN_TIMEOUT, READ_TIMEOUT), metadata_errors="replace")
+    except _DECODE_ERRORS as err:
+        raise MediaError(f"{path}: cannot open: {err}") from None
+    with container:
+        try:
+            return _read(container, path, cfg, rng, view, num_views, start, end, video, audio)
+        except MediaError:
+            raise
+        except _DECODE_ERRORS as err:  # a broken index or header found late
+            raise MediaError(f"{path}: {err}") from None
+
+
+# ---- the steps of read_clip ---------------------------------------------------------------------
+
+def _read(container, path, cfg, rng, view, num_views, start, end, want_video, want_audio) -> RawClip:
+    problems: list[str] = []
+    vs = _video_stream(container) if want_video else None
+    aus = container.streams.audio[0] if want_audio and container.streams.audio else None
+    if want_video and vs is None:
+        problems.append("no video stream")
+    if want_audio and aus is None:
+        problems.append("no audio stream")
+    if vs is None and aus is None:
+        raise MediaError(f"{path}: {' and '.join(problems) or 'nothing requested'}")
+
+    # The clip on the file's clock: [seg_start, seg_end), D seconds.
+    main = vs if vs is not None else aus
+    t0 = _start_time(main, container)
+    file_end = t0 + _duration(main, container, t0)
+    seg_start = t0 + (start or 0.0)
+    seg_end = file_end if end is None else min(t0 + end, file_end)
+    if seg_end <= seg_start:
+        raise MediaError(f"{path}: segment [{start}, {end}] s is outside the file "
+                         f"({file_end - t0:.2f} s long)")
+    D = seg_end - seg_start
+
+    fps = _frame_rate(vs, D) if vs is not None else None
+    S = int(round(cfg.audio_seconds * cfg.sample_rate))
+    Wv = cfg.num_frames * cfg.frame_stride / fps if vs is not None else None
+    Wa = S / cfg.sample_rate
+
+    lo, hi = centre_range(D, Wv, Wa if aus is not None else None)
+    if rng is not None:
+        centre = rng.uniform(lo, hi) if hi > lo else lo
+    elif num_views == 1:
+        centre = (lo + hi) / 2
+    else:
+        centre = lo + (hi - lo) * view / (num_views - 1)
+
+    frames = None
+    if vs is not None:
+        # Start the window on a source frame (frames sit at t0 + i / fps), then centre the audio
+        # on the window actually used.
+        first = seg_start + max(centre - Wv / 2, 0.0)
+        first = t0 + round((first - t0) * fps) / fps
+        if first < seg_start - 1e-6:
+            first += 1 / fps
+        targets = first + np.arange(cfg.num_frames) * cfg.frame_stride / fps
+        centre = first - seg_start + Wv / 2
+        frames = _read_video(container, vs, targets, seg_start, seg_end, fps, cfg.short_side,
+                             problems)
+    waveform = None
+    if aus is not None:
+        a_start = seg_start + centre - Wa / 2
+        waveform = _read_audio(container, aus, a_start, S, cfg.sample_rate, problems)
+    if frames is None and waveform is None:
+        raise MediaError(f"{path}: {'; '.join(problems)}")
+    return RawClip(frames=frames, waveform=waveform, duration=D, problems=problems)
+
+
+def centre_range(D: float, Wv: float | None, Wa: float | None) -> tuple[float, float]:
+    """Where the window centre may go, in seconds from the clip start: the intersection of each
+    modality's range. A window that fits lies inside the clip; otherwise audio: the clip inside
+    the window, video: the window starts at the clip start."""
+    ranges = []
+    if Wv is not None:
+        ranges.append((Wv / 2, D - Wv / 2) if D >= Wv else (Wv / 2, Wv / 2))
+    if Wa is not None:
+        ranges.append((Wa / 2, D - Wa / 2) if D >= Wa else (D - Wa / 2, Wa / 2))
+    lo, hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    return (lo, hi) if lo <= hi else ranges[0]
+
+
+def _video_stream(container):
+    for stream in container.streams.video:
+        # cover art in audio files is a one-picture "video" stream, not video
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _start_time(stream, container) -> float:
+    if stream.start_time is not None:
+        return float(stream.start_time * stream.time_base)
+    if container.start_time is not None:
+        return container.start_time / av.time_base
+    return 0.0
+
+
+def _duration(stream, container, t0: float) -> float:
+    """Seconds from t0 to the stream's end: the stream header, the container header, or (neither
+    known, e.g. some raw or streamed files) a scan of the packet timestamps without decoding."""
+    if stream.duration and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration and container.duration > 0:
+        cstart = (container.start_time or 0) / av.time_base
+        return container.duration / av.time_base - (t0 - cstart)
+    last = t0
+    for packet in container.demux(stream):
+        if packet.pts is not None:
+            last = max(last, float((packet.pts + (packet.duration or 0)) * stream.time_base))
+    container.seek(0)
+    return last - t0
+
+
+def _frame_rate(vs, D: float) -> float:
+    for rate in (vs.average_rate, vs.guessed_rate, vs.base_rate):
+        if rate and 1 <= float(rate) <= 1000:
+            return float(rate)
+    if vs.frames and D > 0:
+        return vs.frames / D
+    return 25.0
+
+
+# ---- video ------------------------------------------------------------------------------------
+
+def _read_video(container, vs, targets, seg_start, seg_end, fps, short_side, problems):
+    """uint8 (T, H, W, 3) at the target times, or None (noted) when nothing decodes."""
+    half = 0.5 / fps
+    seek = targets[0] - seg_start > SEEK_IF_AFTER or seg_start > SEEK_IF_AFTER
+    picked, first_t, last_t, error = _pick_frames(container, vs, targets, seg_start, seg_end,
+                                                  half, seek)
+    if seek and (first_t is None or first_t > targets[0] + half):
+        # the seek landed after the window (inexact index, or a truncated file): from the start
+        picked, first_t, last_t, error = _pick_frames(container, vs, targets, seg_start,
+                                                      seg_end, half, seek=False)
+    if first_t is None:
+        problems.append("video stream could not be decoded" + (f": {error}" if error else ""))
+        return None
+    if error:
+        problems.append(f"video decoding stopped at {last_t - seg_start:.2f} s: {error}")
+    late = int(np.sum(targets > last_t + half + 1e-6))
+    if late:
+        problems.append(f"video shorter than window: repeated the last frame for {late} of "
+                        f"{len(targets)} frames")
+    early = int(np.sum(targets < first_t - half - 1e-6))
+    if early:
+        problems.append(f"video starts after the window: repeated the first frame for {early} "
+                        f"of {len(targets)} frames")
+    return _to_rgb(picked, short_side, vs)
+
+
+def _pick_frames(container, vs, targets, seg_start, seg_end, half, seek):
+    """Decode in presentation order from the keyframe before the window; keep the frame nearest
+    in time to each target (ties: the earlier), stopping at the first frame after the last one.
+    Returns (frame per target, first and last decoded times, error or None)."""
+    T = len(targets)
+    picked: list = [None] * T
+    k, prev, prev_t, first_t, error = 0, None, None, None, None
+    try:
+        if seek:
+            container.seek(int(max(targets[0] - half, seg_start) / vs.time_base), stream=vs)
+        else:
+            container.seek(0)
+        for frame, t in _decoded(container, vs, 2 * half):
+            if t < seg_start - half:
+                continue
+            if t >= seg_end:
+                break
+            first_t = t if first_t is None else first_t
+            # every target up to t lies between prev and this frame: take the nearer one
+            while k < T and t >= targets[k]:
+                nearer_prev = prev is not None and targets[k] - prev_t <= t - targets[k]
+                picked[k] = prev if nearer_prev else frame
+                k += 1
+            prev, prev_t = frame, t
+            if k == T:
+                break
+    except _DECODE_ERRORS as err:
+        error = str(err)
+    for j in range(k, T):
+        picked[j] = prev
+    return picked, first_t, prev_t, error
+
+
+def _decoded(container, stream, step: float):
+    """(frame, presentation time in seconds) in presentation order; frames without timestamps
+    are placed `step` after the previous one."""
+    t = None
+    for packet in container.demux(stream):
+        for frame in packet.decode():
+            ts = frame.pts if frame.pts is not None else frame.dts
+            if ts is not None:
+                t = float(ts * stream.time_base)
+            else:
+                t = t + step if t is not None else 0.0
+            yield frame, t
+
+
+def _to_rgb(picked, short_side: int, vs) -> np.ndarray:
+    """Frames -> uint8 (T, H, W, 3), short side = short_side, square pixels, rotation applied.
+    FFmpeg's swscale converts and resizes; each distinct frame once."""
+    first = picked[0]
+    sar = vs.codec_context.sample_aspect_ratio
+    width = first.width * (float(sar) if sar and float(sar) > 0 else 1.0)
+    scale = short_side / min(width, first.height)
+    out_w = max(1, int(round(width * scale)))
+    out_h = max(1, int(round(first.height * scale)))
+    # display matrix: degrees counter-clockwise (FFmpeg's convention, as np.rot90's k > 0)
+    quarter_turns = int(round(getattr(first, "rotation", 0) / 90)) % 4
+    converted = {}
+    for frame in picked:
+        if id(frame) not in converted:
+            rgb = frame.to_ndarray(width=out_w, height=out_h, format="rgb24",
+                                   interpolation="BILINEAR")
+            converted[id(frame)] = np.rot90(rgb, quarter_turns) if quarter_turns else rgb
+    return np.stack([converted[id(frame)] for frame in picked])
+
+
+# ---- audio ------------------------------------------------------------------------------------
+
+def _read_audio(container, aus, a_start, S, sample_rate, problems):
+    """float32 (S,) mono at sample_rate for [a_start, a_start + S / sample_rate), zeros where the
+    file has no audio; None (noted) when nothing decodes."""
+    seek = a_start - AUDIO_PREROLL > _start_time(aus, container) + SEEK_IF_AFTER
+    wave, first_t, error = _decode_audio(container, aus, a_start, S, sample_rate, seek)
+    if seek and (first_t is None or first_t > a_start + PAD_TOLERANCE):
+        wave, first_t, error = _decode_audio(container, aus, a_start, S, sample_rate, seek=False)
+    if first_t is None:
+        problems.append("audio stream could not be decoded" + (f": {error}" if error else ""))
+        return None
+    if error:
+        problems.append(f"audio decoding stopped early: {error}")
+    # sample j of `wave` is at first_t + j / sample_rate
+    offset = int(round((a_start - first_t) * sample_rate))
+    out = np.zeros(S, np.float32)
+    lo, hi = max(offset, 0), min(offset + S, len(wave))
+    if hi > lo:
+        out[lo - offset: hi - offset] = wave[lo:hi]
+    padded = S - max(hi - lo, 0)
+    if padded > PAD_TOLERANCE * sample_rate:
+        problems.append(f"audio shorter than window: zero-padded {padded / sample_rate:.2f} s "
+                        f"of {S / sample_rate:.2f} s")
+    return out
+
+
+def _decode_audio(container, aus, a_start, S, sample_rate, seek):
+    """Decode from just before a_start until the window is covered; mix to mono and resample
+    with FFmpeg's swresample. Returns (float32 samples, time of the first one, error or None)."""
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+    chunks, have, first_t, error = [], 0, None, None
+    a_end = a_start + S / sample_rate
+    try:
+        # Seek on the audio stream itself: a target before the start then rewinds to the very
+        # first packet, so the decoder also sees the codec's priming packet (AAC), whose
+        # overlap the first real samples need; after a mid-file seek, the pre-roll covers it.
+        target = a_start - AUDIO_PREROLL if seek else _start_time(aus, container) - 1.0
+        container.seek(math.floor(target / aus.time_base), stream=aus)
+        for packet in container.demux(aus):
+            for frame in packet.decode():
+                if first_t is None:
+                    first_t = float(frame.time) if frame.pts is not None else \
+                        _start_time(aus, container)
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray()[0])
+                    have += out.samples
+            if first_t is not None and first_t + have / sample_rate >= a_end:
+                break
+        for out in resampler.resample(None):  # flush the resampler's delay line
+            chunks.append(out.to_ndarray()[0])
+    except _DECODE_ERRORS as err:
+        error = str(err)
+    wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    return wave, first_t, error

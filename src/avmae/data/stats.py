@@ -1,0 +1,116 @@
+"""`avmae stats DATA`: the log-mel mean/std (and per-channel video mean/std) of a dataset.
+
+    avmae stats train.csv [--preset NAME] [--set data.window=hanning ...] [--max-clips N]
+
+Reads the centre window of every clip (or of N clips spread evenly over the manifest) with the
+run's DataConfig, and prints one JSON object on stdout:
+
+    {"audio_mean": -4.27, "audio_std": 4.57, "video_mean": [r, g, b], "video_std": [r, g, b],
+     "clips": 980, "skipped": 20, ...}
+
+Use the audio numbers as `--set data.audio_mean=... --set data.audio_std=...` (they are the raw
+log-mel statistics, before the (x - mean) / (2 * std) normalisation). Video statistics are of the
+[-1, 1] frames at short_side resolution, uncropped. Statistics are exact (float64 sums over all
+values), not averages of per-clip statistics. Frames of exact digital silence, which is what
+padding a short clip produces, are left out of the audio statistics so that short clips do not
+drag the mean towards the log floor. Unreadable clips are skipped and counted.
+
+DATA must be a manifest CSV for now; shards folders are refused with a ConfigError.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import ConfigError, build_config
+from .decode import MediaError, read_clip
+from .logmel import FLOAT_EPS
+from .manifest import load_manifest
+from .transforms import audio_logmel
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("data", metavar="DATA", help="manifest CSV (path column relative to it)")
+    parser.add_argument("--preset", default=None, help="preset whose DataConfig to use")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="config override, e.g. data.window=hanning")
+    parser.add_argument("--max-clips", type=int, default=0, metavar="N",
+                        help="use N clips spread evenly over the manifest (0 = all)")
+
+
+def run(args) -> int:
+    cfg = build_config(args.preset, args.overrides).data
+    data = Path(args.data)
+    if not data.exists():
+        raise ConfigError(f"{data} not found: pass a manifest CSV")
+    if data.is_dir():
+        raise ConfigError(f"{data} is a folder: stats reads manifests only for now; pass the "
+                          "manifest CSV the shards were prepared from")
+    if args.max_clips < 0:
+        raise ConfigError(f"--max-clips={args.max_clips} must be >= 0")
+    clips = load_manifest(data).clips
+    if args.max_clips and args.max_clips < len(clips):
+        picks = np.linspace(0, len(clips) - 1, args.max_clips).round().astype(int)
+        clips = [clips[i] for i in picks]
+
+    acc = Accumulator()
+    skipped = 0
+    for clip in tqdm(clips, desc="stats", unit="clip", file=sys.stderr):
+        try:
+            raw = read_clip(clip.path, cfg, start=clip.start, end=clip.end)
+        except MediaError:
+            skipped += 1
+            continue
+        acc.add(raw, cfg)
+    if acc.clips == 0:
+        raise ConfigError(f"none of the {len(clips)} clips in {data} could be read")
+    print(json.dumps({**acc.result(), "clips": acc.clips, "skipped": skipped}))
+    return 0
+
+
+class Accumulator:
+    """Exact float64 sums for mean and std: audio over all log-mel values of non-silent frames,
+    video per RGB channel over all [-1, 1] pixels."""
+
+    def __init__(self):
+        self.clips = self.audio_clips = self.video_clips = 0
+        self.a_n, self.a_sum, self.a_sq = 0, 0.0, 0.0
+        self.v_n, self.v_sum, self.v_sq = 0, np.zeros(3), np.zeros(3)
+
+    def add(self, raw, cfg) -> None:
+        self.clips += 1
+        if raw.waveform is not None:
+            mel = audio_logmel(raw.waveform, cfg).double()             # (frames, bins)
+            silent = (mel <= math.log(FLOAT_EPS) + 1e-4).all(dim=1)     # padding or digital silence
+            mel = mel[~silent]
+            if mel.numel():
+                self.audio_clips += 1
+                self.a_n += mel.numel()
+                self.a_sum += float(mel.sum())
+                self.a_sq += float((mel * mel).sum())
+        if raw.frames is not None:
+            self.video_clips += 1
+            x = torch.from_numpy(raw.frames).reshape(-1, 3).double() / 127.5 - 1.0   # (pixels, 3)
+            self.v_n += x.shape[0]
+            self.v_sum += x.sum(0).numpy()
+            self.v_sq += (x * x).sum(0).numpy()
+
+    def result(self) -> dict:
+        out = {"audio_mean": None, "audio_std": None, "video_mean": None, "video_std": None}
+        if self.a_n:
+            mean = self.a_sum / self.a_n
+            out["audio_mean"] = mean
+            out["audio_std"] = math.sqrt(max(self.a_sq / self.a_n - mean * mean, 0.0))
+        if self.v_n:
+            mean = self.v_sum / self.v_n
+            out["video_mean"] = mean.tolist()
+            out["video_std"] = np.sqrt(np.maximum(self.v_sq / self.v_n - mean ** 2, 0)).tolist()
+        out["audio_clips"], out["video_clips"] = self.audio_clips, self.video_clips
+        return out

@@ -1,0 +1,70 @@
+"""torch.distributed set-up for runs launched with torchrun (DDP): NCCL on GPUs, gloo on CPU.
+
+A plain `avmae pretrain` is a world of one; `torchrun --nproc_per_node N -m avmae.cli pretrain ...`
+(or `torchrun ... $(which avmae) pretrain ...`) gives each process its RANK / WORLD_SIZE / LOCAL_RANK.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device: str = "auto") -> Dist:
+    """Read torchrun's environment, pick the device, and join the process group when world > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank, world, local, dev)
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(values: list[float], d: Dist) -> list[float]:
+    """Sum a few scalars over ranks (for logging counts and losses)."""
+    if not d.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def any_rank(flag: bool, d: Dist) -> bool:
+    """True on every rank if `flag` is true on any (a stop request, a non-finite loss)."""
+    return all_reduce_sum([float(flag)], d)[0] > 0
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()

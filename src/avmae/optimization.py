@@ -1,0 +1,57 @@
+"""Optimiser, learning-rate scaling and schedule (pretraining Table 14, finetuning Tables 16-18).
+
+- lr = base_lr x global_batch / 256 (linear scaling, Goyal et al.; Table 14 footnote in Sec. B.1)
+- linear warm-up, then cosine decay to min_lr, evaluated per optimiser step
+- no weight decay on norms, biases, position / mask / bottleneck tokens (MAE practice)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+
+
+def scaled_lr(base_lr: float, global_batch: int) -> float:
+    return base_lr * global_batch / 256
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, min_lr: float = 0.0) -> float:
+    """Learning rate of optimiser step `step` (0-based)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_lr + (peak - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def no_weight_decay(name: str, param: nn.Parameter) -> bool:
+    """Norm weights, biases and token-like parameters (1-D or named tokens) get no decay."""
+    return param.ndim <= 1 or name.endswith(".bias") or "token" in name or "bottleneck" in name \
+        or "modality_embed" in name or "pos_embed" in name
+
+
+def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if no_weight_decay(name, p) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(groups: list[dict], train: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    for g in groups:
+        g.setdefault("lr_scale", 1.0)
+        g["lr"] = lr * g["lr_scale"]
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=train.momentum)
+    return torch.optim.AdamW(groups, lr=lr, betas=(train.beta1, train.beta2))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)

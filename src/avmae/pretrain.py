@@ -1,0 +1,245 @@
+"""`avmae pretrain`: the AV-MAE pretraining loop (paper Sec. 4.1, Table 14).
+
+One flat loop: per optimiser step, `accum_steps` micro-batches are encoded with fresh masks, the
+loss of Eq. 1 is backpropagated, and AdamW (betas 0.9, 0.95) steps with lr = base_lr x
+global_batch / 256 under a per-step warm-up + cosine schedule. Runs on one CPU, one GPU, or many
+processes under torchrun (DDP). Checkpoints are atomic and a resumed run continues exactly
+(see training.py for how every random stream is derived from the seed and the step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from . import distributed
+from .config import Config, ConfigError, build_config
+from .data.dataset import build_dataset, build_loader
+from .info import add_config_arguments
+from .masking import sample_noise
+from .model import AVMAE
+from .optimization import build_optimizer, lr_at, param_groups_weight_decay, scaled_lr, set_lr
+from .training import (RunLog, StopRequest, Throughput, autocast, check_finite, load_resume,
+                       resolve_budget, save_training_checkpoint, step_seed, write_config)
+
+KIND = "avmae_pretrain"
+MODALITY_SEED = {"audio": 1, "video": 2}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, preset_required=False)
+    parser.add_argument("--data", required=True, help="a CSV manifest or a shards folder")
+    parser.add_argument("--out", required=True, help="the run folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last complete checkpoint in --out")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        cfg = None  # taken from the checkpoint; --set still applies on top
+    else:
+        if args.preset is None:
+            raise ConfigError("--preset is required (see `avmae presets`), unless --resume")
+        cfg = build_config(args.preset, args.overrides)
+    pretrain(cfg, args.data, args.out, resume=args.resume, device=args.device, overrides=args.overrides)
+    return 0
+
+
+def model_inputs(batch: dict, modalities: list[str], device: torch.device) -> dict:
+    return {m: batch[m].to(device, non_blocking=True) for m in modalities}
+
+
+def masking_noise(model: AVMAE, inputs: dict, indices: torch.Tensor, seed: int, step: int) -> dict:
+    """Per-clip masking noise keyed by (seed, step, clip, modality): DDP- and resume-invariant."""
+    noise = {}
+    for m, x in inputs.items():
+        n = 1
+        for g in model.patch_embed[m].grid(x):
+            n *= g
+        keys = [(seed, step, int(i), MODALITY_SEED[m]) for i in indices]
+        noise[m] = sample_noise(keys, n)
+    return noise
+
+
+def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False, device: str = "auto",
+             overrides: list[str] | None = None) -> Path:
+    run_dir = Path(out)
+    if not Path(data).exists():
+        raise ConfigError(f"--data '{data}' does not exist: give a CSV manifest or a shards folder "
+                          "(`avmae synth DIR` makes a dataset)")
+    weights, state = None, None
+    if resume:
+        weights, state, cfg, ckpt = load_resume(run_dir, KIND)
+        cfg = build_config(None, overrides, base=cfg)
+    d = distributed.setup(device)
+    try:
+        return _pretrain(cfg, data, run_dir, d, weights, state)
+    finally:
+        distributed.teardown()
+
+
+def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weights, state) -> Path:
+    t = cfg.train
+    torch.manual_seed(t.seed)  # identical initial weights on every rank
+    model = AVMAE(cfg.model).to(d.device)
+    modalities = model.modalities
+    dataset = build_dataset(data, cfg, train=True)
+    first = build_loader(dataset, cfg, train=True, batch_size=t.batch_size, rank=d.rank,
+                         world_size=d.world_size, seed=t.seed, epoch=0)
+    budget = resolve_budget(t, first.batches_per_epoch, d.world_size)
+    del first
+    peak_lr = scaled_lr(t.base_lr, budget.global_batch)
+    optimizer = build_optimizer(param_groups_weight_decay(model, t.weight_decay), t, peak_lr)
+    step = 0
+    if weights is not None:
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+    ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
+        if d.enabled else model
+    forward = torch.compile(ddp) if t.compile else ddp
+
+    if d.is_main:
+        write_config(run_dir, cfg)
+    figure_batch = _figure_batch(data, cfg) if d.is_main and t.figure_clips > 0 else None
+    log = RunLog(run_dir, d.is_main, budget.total_steps, step, "pretrain")
+    log.print(f"pretraining {cfg.model.encoder} encoder / {cfg.model.decoder} decoder, "
+              f"{cfg.model.objective} objective on {len(dataset)} clips; {budget.total_steps} steps "
+              f"of global batch {budget.global_batch} (lr {peak_lr:.3g}) on {d.world_size} x {d.device.type}")
+    stop = StopRequest()
+    speed = Throughput()
+    counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
+    model.train()
+    try:
+        while step < budget.total_steps:
+            epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
+            loader = build_loader(dataset, cfg, train=True, batch_size=t.batch_size, rank=d.rank,
+                                  world_size=d.world_size, seed=t.seed, epoch=epoch,
+                                  skip_batches=step_in_epoch * t.accum_steps)
+            batches = iter(loader)
+            for _ in range(step_in_epoch, budget.steps_per_epoch):
+                if step >= budget.total_steps:
+                    break
+                lr = lr_at(step, budget.total_steps, budget.warmup_steps, peak_lr, t.min_lr)
+                set_lr(optimizer, lr)
+                torch.manual_seed(step_seed(t.seed, step, d.rank))
+                losses = {"loss": 0.0, **{f"loss_{m}": 0.0 for m in modalities}}
+                for micro in range(t.accum_steps):
+                    batch = next(batches)
+                    _count(counts, batch, modalities)
+                    speed.add(len(batch["index"]))
+                    last_micro = micro == t.accum_steps - 1
+                    sync = ddp.no_sync() if d.enabled and not last_micro else contextlib.nullcontext()
+                    with sync:
+                        if len(batch["index"]) == 0:  # every clip of the batch was unreadable
+                            result, loss = {}, _zero_loss(model)
+                        else:
+                            inputs = model_inputs(batch, modalities, d.device)
+                            noise = masking_noise(model, inputs, batch["index"], t.seed,
+                                                  step * t.accum_steps + micro)
+                            present = {m: batch[f"has_{m}"].to(d.device) for m in modalities}
+                            with autocast(t.amp, d.device):
+                                result = forward(**inputs, noise=noise, present=present)
+                            loss = result["loss"]
+                        check_finite(loss, step, d, run_dir)
+                        (loss / t.accum_steps).backward()
+                    for k in losses:
+                        if k in result:
+                            losses[k] += float(result[k]) / t.accum_steps
+                if t.clip_grad > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if step % t.log_every == 0 or step == budget.total_steps or step == 1:
+                    reduced = distributed.all_reduce_sum(list(losses.values()), d)
+                    record = {"step": step, "epoch": epoch, "lr": lr,
+                              **{k: v / d.world_size for k, v in zip(losses, reduced)},
+                              "clips_per_s": speed.rate() * d.world_size}
+                    log.write(record)
+                    log.progress(0, **{k: v for k, v in record.items() if k.startswith("loss")},
+                                 lr=lr, clips_s=record["clips_per_s"])
+                log.progress(1)
+                stop_now = distributed.any_rank(stop.requested, d)
+                if step % t.checkpoint_every == 0 or step == budget.total_steps or stop_now:
+                    _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch)
+                if stop_now:
+                    log.print(f"stopped at step {step}; resume with --resume")
+                    return run_dir
+            if step % budget.steps_per_epoch == 0 or step == budget.total_steps:
+                _epoch_summary(counts, epoch, d, log)
+    finally:
+        stop.restore()
+        log.close()
+    if d.is_main:
+        from .visualize import loss_curve
+        path = loss_curve(run_dir)
+        log.print(_loss_summary(run_dir) + (f"; loss curve: {path}" if path else ""))
+    return run_dir
+
+
+def _count(counts: dict, batch: dict, modalities: list[str]) -> None:
+    n = len(batch["index"])
+    counts["clips"] += n
+    counts["skipped"] += int(batch["num_skipped"])
+    for m in modalities:
+        counts[f"filled_{m}"] += int((~batch[f"has_{m}"]).sum())
+
+
+def _zero_loss(model: torch.nn.Module) -> torch.Tensor:
+    """A batch whose clips were all unreadable: a zero loss that still reaches every parameter,
+    so DDP's gradient all-reduce happens on every rank."""
+    return sum(p.sum() for p in model.parameters()) * 0.0
+
+
+def _epoch_summary(counts: dict, epoch: int, d: distributed.Dist, log: RunLog) -> None:
+    keys = ["clips", "skipped", "filled_audio", "filled_video"]
+    totals = distributed.all_reduce_sum([float(counts[k]) for k in keys], d)
+    record = {"epoch_end": epoch, **{k: int(v) for k, v in zip(keys, totals)}}
+    log.write(record)
+    if record["skipped"] or record["filled_audio"] or record["filled_video"]:
+        log.print(f"epoch {epoch}: {record['clips']} clips, {record['skipped']} unreadable skipped, "
+                  f"{record['filled_audio']} without audio and {record['filled_video']} without video filled")
+    for k in keys:
+        counts[k] = 0
+
+
+def _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch) -> None:
+    if d.is_main:
+        path = save_training_checkpoint(run_dir, step, model, cfg, KIND, optimizer, {"epoch": epoch})
+        if figure_batch is not None:
+            from .visualize import reconstruction_figure
+            fig = reconstruction_figure(model, figure_batch, run_dir / "figures" / f"reconstruction_step{step:07d}.png")
+            log.print(f"step {step}: checkpoint {path}, reconstructions {fig}")
+    distributed.barrier(d)
+
+
+def _figure_batch(data: str, cfg: Config) -> dict | None:
+    """The first few clips of the dataset, centre windows: the same clips at every checkpoint."""
+    dataset = build_dataset(data, cfg, train=False)
+    samples = []
+    for i in range(len(dataset)):
+        s = dataset[i]
+        if s is not None:
+            samples.append(s)
+        if len(samples) == cfg.train.figure_clips:
+            break
+    if not samples:
+        return None
+    return {k: torch.stack([s[k] for s in samples]) for k in ("audio", "video", "index")}
+
+
+def _loss_summary(run_dir: Path) -> str:
+    from .training import read_metrics
+    rows = [r for r in read_metrics(run_dir) if "loss" in r]
+    if not rows:
+        return "no losses logged"
+    first, last = rows[0], rows[-1]
+    parts = [f"{k[5:]} {first[k]:.4f} -> {last[k]:.4f}" for k in first if k.startswith("loss_")]
+    return f"loss {first['loss']:.4f} -> {last['loss']:.4f} (step {first['step']} -> {last['step']}; " \
+           + ", ".join(parts) + ")"

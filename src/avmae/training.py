@@ -1,0 +1,182 @@
+"""What the pretraining and finetuning loops share: budgets, seeds, autocast, stop signals, the
+metrics log and progress bar, and training checkpoints.
+
+Exact resume: every random stream of a step is derived from (train.seed, step): the data order and
+augmentation from (seed, epoch, clip index), the masks from (seed, step, clip index), dropout and
+mixup from `torch.manual_seed(step_seed(seed, step, rank))`. A checkpoint therefore needs only the
+weights, the optimiser state and the step to continue exactly where an uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import last_checkpoint, load_train_state, load_weights, save_checkpoint
+from .config import Config, ConfigError, TrainConfig
+from .distributed import Dist
+
+
+@dataclass
+class Budget:
+    steps_per_epoch: int   # optimiser steps per epoch (per rank; the same on every rank)
+    total_steps: int
+    warmup_steps: int
+    global_batch: int
+
+
+def resolve_budget(train: TrainConfig, batches_per_epoch: int, world_size: int) -> Budget:
+    steps_per_epoch = batches_per_epoch // train.accum_steps
+    if steps_per_epoch < 1:
+        raise ConfigError(f"the dataset gives {batches_per_epoch} batch(es) of train.batch_size="
+                          f"{train.batch_size} per process, fewer than train.accum_steps="
+                          f"{train.accum_steps}: use a smaller batch or more clips")
+    total = train.steps if train.steps > 0 else int(math.ceil(train.epochs * steps_per_epoch))
+    warmup = train.warmup_steps if train.warmup_steps >= 0 else int(round(train.warmup_epochs * steps_per_epoch))
+    return Budget(steps_per_epoch, total, min(warmup, total),
+                  train.batch_size * train.accum_steps * world_size)
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + step) * 1_009 + rank
+
+
+def autocast(amp: str, device: torch.device):
+    """bf16 autocast where asked for ("bf16") or, with "auto", on GPUs that support it."""
+    use = amp == "bf16" or (amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if not use:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+class StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop saves a checkpoint at the end of the step and exits."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint, then stopping")
+
+    def restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class RunLog:
+    """Rank 0's metrics: JSON lines in RUN/metrics.jsonl, TensorBoard events where installed,
+    and a progress bar."""
+
+    def __init__(self, run_dir: Path, enabled: bool, total_steps: int, initial_step: int, desc: str):
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.tb = None
+        self.bar = None
+        if not enabled:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # TensorBoard is optional
+            self.tb = None
+        self.bar = tqdm(total=total_steps, initial=initial_step, desc=desc, dynamic_ncols=True,
+                        unit="step")
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None and "step" in record:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, record["step"])
+
+    def progress(self, n: int, **postfix) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                                      for k, v in postfix.items()}, refresh=False)
+
+    def print(self, line: str) -> None:
+        if self.enabled:
+            tqdm.write(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class Throughput:
+    def __init__(self):
+        self.t0, self.clips = time.perf_counter(), 0
+
+    def add(self, clips: int) -> None:
+        self.clips += clips
+
+    def rate(self) -> float:
+        dt = time.perf_counter() - self.t0
+        r = self.clips / dt if dt > 0 else 0.0
+        self.t0, self.clips = time.perf_counter(), 0
+        return r
+
+
+def save_training_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, cfg: Config, kind: str,
+                             optimizer: torch.optim.Optimizer, extra: dict | None = None,
+                             extra_metadata: dict | None = None) -> Path:
+    state = {"step": step, "optimizer": optimizer.state_dict(), **(extra or {})}
+    return save_checkpoint(run_dir, step, model.state_dict(), cfg, kind, state,
+                           keep=cfg.train.keep_checkpoints, extra_metadata=extra_metadata)
+
+
+def load_resume(run_dir: Path, kind: str) -> tuple[dict, dict, Config, Path]:
+    """(weights, train_state, config) of the last complete checkpoint of `run_dir`."""
+    ckpt = last_checkpoint(run_dir)
+    if ckpt is None:
+        raise ConfigError(f"--resume: no complete checkpoint in '{run_dir}/checkpoints'; start "
+                          "without --resume or point --out at an existing run")
+    weights, cfg, found_kind, _ = load_weights(ckpt)
+    if found_kind != kind:
+        raise ConfigError(f"--resume: '{ckpt}' is a {found_kind} checkpoint, not {kind}")
+    return weights, load_train_state(ckpt), cfg, ckpt
+
+
+def check_finite(loss: torch.Tensor, step: int, d: Dist, run_dir: Path) -> None:
+    from .config import RunError
+    from .distributed import any_rank
+    if any_rank(not bool(torch.isfinite(loss.detach()).all()), d):
+        last = last_checkpoint(run_dir)
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        raise RunError(f"non-finite loss at step {step}; {kept}. Lower train.base_lr or check the data")
+
+
+def write_config(run_dir: Path, cfg: Config) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(cfg.to_json() + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
