@@ -11,9 +11,9 @@ with torch limited to one thread (= one DataLoader worker):
     raw            build_dataset(manifest, train=True)[i]: read_clip + video_tensor + log-mel +
                    audio_tensor (what a loader on mp4 files does per clip)
     prepare        avmae prepare (one process): decode once + write shards
-    shards         build_dataset(shards, train=True)[i]: pread + frombuffer + random crop/jitter
+    shards         build_dataset(shards, train=True)[i]: read at an offset + random crop/jitter
                    + audio_tensor
-    shards_read    the pread + frombuffer part alone
+    shards_read    the read at an offset part alone
     shards_eval    build_dataset(shards, train=False)[i]: centre crop, no resize
 
 and prints one JSON line per measurement (what, clips_per_s, seconds, clips, machine). The paper's
@@ -171,7 +171,7 @@ def main() -> None:
             shards.set_epoch(0)
             rates["shards", group] = timed("shards", lambda i: shards[i], passes, info,
                                            clips_of=group)
-        # the shard read alone (pread + frombuffer), without the transforms
+        # the shard read alone (read at an offset), without the transforms
         timed("shards_read", lambda i: shards.source.load(i, rng=None, view=0, num_views=1),
               groups["all"] * args.passes, info, clips_of="all")
         evaluation = build_dataset(tmp / "shards", cfg, train=False)

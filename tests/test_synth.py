@@ -219,8 +219,8 @@ def test_shape_is_seen_and_timbre_is_heard(data):
 
 
 def test_sound_onsets_coincide_with_visible_events(data):
-    """Onsets found in the decoded audio and events found in the decoded frames are the same
-    frames: the object swells and flashes on the frame where its sound starts."""
+    """Events found in the decoded frames are the clip's event frames, and onsets found in the
+    decoded audio fall within one frame of them: the object swells and flashes as its sound starts."""
     fps = SMALL["fps"]
     for row in rows(data):
         spec = spec_of(data, row)
@@ -238,8 +238,10 @@ def test_sound_onsets_coincide_with_visible_events(data):
         energy = np.array([np.mean(x[int(i * hop):int((i + 1) * hop)] ** 2) for i in range(len(frames))])
         rise = energy[1:] / (energy[:-1] + 1e-12)
         heard = sorted(np.argsort(rise)[-k:] + 1)
-        assert seen == heard == list(spec.event_frames)
-        assert rise[np.array(heard) - 1].min() > 10
+        assert seen == list(spec.event_frames)
+        # AAC's pre-echo may smear an onset a few ms earlier, into the previous frame's window
+        assert np.abs(np.array(heard) - np.array(seen)).max() <= 1
+        assert rise[np.array(spec.event_frames) - 1].min() > 10
 
 
 # --- bad arguments ----------------------------------------------------------------------------

@@ -140,17 +140,16 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
                             result, loss = {}, _zero_loss(model)
                         else:
                             inputs = model_inputs(batch, modalities, d.device)
-                            noise = masking_noise(model, inputs, batch["index"], t.seed,
-                                                  step * t.accum_steps + micro)
+                            noise = masking_noise(model, inputs, batch["index"], t.seed, step)
                             present = {m: batch[f"has_{m}"].to(d.device) for m in modalities}
                             with autocast(t.amp, d.device):
                                 result = forward(**inputs, noise=noise, present=present)
                             loss = result["loss"]
-                        check_finite(loss, step, d, run_dir)
+                        check_finite(loss, step + 1, d, run_dir)
                         (loss / t.accum_steps).backward()
                     for k in losses:
                         if k in result:
-                            losses[k] += float(result[k]) / t.accum_steps
+                            losses[k] += float(result[k].detach()) / t.accum_steps
                 if t.clip_grad > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
                 optimizer.step()

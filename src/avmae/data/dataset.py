@@ -23,6 +23,7 @@ view]), so batches depend on (seed, epoch) only, not on the number of workers or
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -53,26 +54,52 @@ def sample_rng(*keys: int) -> np.random.Generator:
 
 
 # ---- sources: where a clip's frames and log-mel come from -----------------------------------
+#
+# A source keeps what a worker needs per clip in numpy arrays, not in Python objects: forked
+# DataLoader workers that touch a list of objects (reference counts) copy it page by page, which
+# at AudioSet scale (2M clips) costs gigabytes per worker. `clips` (the manifest rows, for the
+# vocabulary and labels) is only kept until the dataset is built.
+
+class StringColumn:
+    """Many strings in two arrays (utf-8 bytes + offsets): column[i] -> str."""
+
+    def __init__(self, items):
+        data = [str(s).encode() for s in items]
+        self.offsets = np.cumsum([0] + [len(b) for b in data], dtype=np.int64)
+        self.buffer = np.frombuffer(b"".join(data), np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return self.buffer[self.offsets[i]:self.offsets[i + 1]].tobytes().decode()
+
 
 class RawSource:
     """Clips of a manifest, decoded on the fly with PyAV."""
 
     def __init__(self, manifest_path: str | os.PathLike, data: DataConfig, *, video: bool = True,
                  audio: bool = True):
-        self.manifest = load_manifest(manifest_path)
-        self.clips = self.manifest.clips
+        manifest = load_manifest(manifest_path)
+        _check_paths_exist(manifest)
+        self.clips = manifest.clips
+        self.paths = StringColumn(c.path for c in manifest.clips)
+        # segment [start, end] in seconds; NaN = not given
+        self.segments = np.array([[np.nan if c.start is None else c.start,
+                                   np.nan if c.end is None else c.end] for c in manifest.clips])
         self.data = data
-        self.name = str(manifest_path)
         self.video, self.audio = video, audio  # what to decode: the model's modalities
-        _check_paths_exist(self.manifest)
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
     def load(self, i: int, *, rng: np.random.Generator | None, view: int, num_views: int):
-        """-> (frames uint8 (T, H, W, 3) | None, log-mel float32 (frames, mel) | None, problems)."""
-        clip = self.clips[i]
-        raw = read_clip(clip.path, self.data, rng=rng, view=view, num_views=num_views,
-                        start=clip.start, end=clip.end, video=self.video, audio=self.audio)
+        """-> (frames uint8 (T, H, W, 3) | None, log-mel float32 (frames, mel) | None)."""
+        start, end = (None if np.isnan(x) else float(x) for x in self.segments[i])
+        raw = read_clip(self.paths[i], self.data, rng=rng, view=view, num_views=num_views,
+                        start=start, end=end, video=self.video, audio=self.audio)
         logmel = None if raw.waveform is None else audio_logmel(raw.waveform, self.data)
-        return raw.frames, logmel, raw.problems
+        return raw.frames, logmel
 
     def reopen(self) -> None:  # read_clip opens and closes its container on every call
         pass
@@ -88,28 +115,46 @@ def _check_paths_exist(manifest, sample: int = 16) -> None:
 
 
 class ShardSource:
-    """Clips of a shards folder written by `avmae prepare`: each read is one pread at an offset."""
+    """Clips of a shards folder written by `avmae prepare`: each member is one read at an offset."""
 
     def __init__(self, folder: str | os.PathLike, data: DataConfig):
         self.folder = Path(folder)
-        self.name = str(folder)
         self.meta = read_shards_meta(self.folder)
         check_payload(self.meta, data, self.folder)
-        self.views = int(self.meta["views"])
-        self.shards: list[str] = []
-        self.entries: list[tuple[int, dict]] = []   # (shard number, index entry) per clip
-        for shard in self.meta["shards"]:
-            entries = json.loads((self.folder / shard["index"]).read_text())["clips"]
-            self.entries += [(len(self.shards), e) for e in entries]
-            self.shards.append(shard["tar"])
-        if not self.entries:
+        self.views = V = int(self.meta["views"])
+        self.shards = [s["tar"] for s in self.meta["shards"]]
+        entries, shard_of = [], []
+        for number, shard in enumerate(self.meta["shards"]):
+            clips = json.loads((self.folder / shard["index"]).read_text())["clips"]
+            entries += clips
+            shard_of += [number] * len(clips)
+        if not entries:
             raise ConfigError(f"shards folder {self.folder} holds no clips")
         self.clips = [Clip(path=Path(e["path"]), line=e["line"], start=e.get("start"),
                            end=e.get("end"),
                            targets={k: tuple(v) if isinstance(v, list) else v
                                     for k, v in e["targets"].items()})
-                      for _, e in self.entries]
-        self._fds: dict[int, int] = {}
+                      for e in entries]
+        self.paths = StringColumn(e["path"] for e in entries)
+        self.shard_of = np.array(shard_of, np.int32)
+        # per clip and view: offset and size of the frames and log-mel members (-1: absent),
+        # frames shape (T, H, W) and log-mel frames
+        self.members = np.full((len(entries), V, 2, 2), -1, np.int64)
+        self.frames_shape = np.zeros((len(entries), V, 3), np.int64)
+        self.logmel_frames = np.zeros((len(entries), V), np.int64)
+        for i, e in enumerate(entries):
+            for v, stored in enumerate(e["views"]):
+                if stored["frames"] is not None:
+                    self.members[i, v, 0] = stored["frames"][:2]
+                    self.frames_shape[i, v] = stored["frames"][2][:3]
+                if stored["logmel"] is not None:
+                    self.members[i, v, 1] = stored["logmel"][:2]
+                    self.logmel_frames[i, v] = stored["logmel"][2][0]
+        self.mel_bins = int(self.meta["data"]["mel_bins"])
+        self._files: dict[int, io.FileIO] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
     def stored_view(self, rng: np.random.Generator | None, view: int, num_views: int) -> int:
         # Training: a random one of the stored temporal windows (temporal jitter at no cost).
@@ -123,40 +168,44 @@ class ShardSource:
         raise ConfigError(f"shards {self.folder} hold {self.views} view(s) per clip but "
                           f"{num_views} were asked; prepare them with --views {num_views}")
 
-    def _read(self, shard: int, member: list, dtype) -> np.ndarray:
-        """The member's bytes as a flat array: one pread straight into a fresh (writable) array."""
-        offset, nbytes = member[0], member[1]
-        fd = self._fds.get(shard)
-        if fd is None:
-            fd = self._fds[shard] = os.open(self.folder / self.shards[shard], os.O_RDONLY)
+    def _read(self, shard: int, offset: int, nbytes: int) -> np.ndarray:
+        """A member's bytes, read at its offset straight into a fresh uint8 array."""
+        f = self._files.get(shard)
+        if f is None:  # opened lazily, so each worker process opens its own
+            f = self._files[shard] = open(self.folder / self.shards[shard], "rb", buffering=0)
         buf = np.empty(nbytes, np.uint8)
-        if os.preadv(fd, [buf], offset) != nbytes:
-            raise MediaError(f"shard {self.shards[shard]} is truncated")
-        return buf.view(dtype)
+        view, got = memoryview(buf), 0
+        f.seek(offset)
+        while got < nbytes:
+            n = f.readinto(view[got:])
+            if not n:
+                raise MediaError(f"shard {self.shards[shard]} is truncated")
+            got += n
+        return buf
 
     def load(self, i: int, *, rng: np.random.Generator | None, view: int, num_views: int):
-        shard, entry = self.entries[i]
-        stored = entry["views"][self.stored_view(rng, view, num_views)]
+        v = self.stored_view(rng, view, num_views)
+        shard = int(self.shard_of[i])
+        (f_offset, f_size), (a_offset, a_size) = self.members[i, v].tolist()
         frames = logmel = None
-        if stored["frames"] is not None:
-            frames = self._read(shard, stored["frames"], np.uint8).reshape(stored["frames"][2])
-        if stored["logmel"] is not None:
-            logmel = self._read(shard, stored["logmel"], np.float16).reshape(stored["logmel"][2])
-            logmel = torch.from_numpy(logmel).float()
-        return frames, logmel, entry["problems"]
+        if f_offset >= 0:
+            frames = self._read(shard, f_offset, f_size).reshape(*self.frames_shape[i, v], 3)
+        if a_offset >= 0:
+            logmel = self._read(shard, a_offset, a_size).view(np.float16)
+            logmel = torch.from_numpy(logmel.reshape(self.logmel_frames[i, v], self.mel_bins))
+            logmel = logmel.float()
+        return frames, logmel
 
     def reopen(self) -> None:
-        """Drop file descriptors inherited from the parent process (called in each worker)."""
-        for fd in self._fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._fds = {}
+        """Forget files inherited from the parent process (called in each worker): a forked
+        worker must not share a file position with its parent or siblings."""
+        for f in self._files.values():
+            f.close()
+        self._files = {}
 
-    def __getstate__(self):  # pickled for spawned workers: never ship open descriptors
+    def __getstate__(self):  # pickled for spawned workers: never ship open files
         state = dict(self.__dict__)
-        state["_fds"] = {}
+        state["_files"] = {}
         return state
 
 
@@ -207,11 +256,12 @@ class ClipDataset(Dataset):
             source.stored_view(None, 0, num_views)  # refuse an impossible view count now
 
     @property
-    def clips(self) -> list[Clip]:
-        return self.source.clips
+    def paths(self) -> StringColumn:
+        """paths[index] -> the clip's file (as in the manifest, for shards)."""
+        return self.source.paths
 
     def __len__(self) -> int:
-        return len(self.source.clips) * self.num_views
+        return len(self.source) * self.num_views
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -219,14 +269,14 @@ class ClipDataset(Dataset):
     def _warn(self, index: int, message: str) -> None:
         if index not in self._warned:  # once per clip (and per process)
             self._warned.add(index)
-            log.warning("%s: %s", self.source.clips[index].path, message)
+            log.warning("%s: %s", self.source.paths[index], message)
 
     def __getitem__(self, i: int) -> dict | None:
         index, view = divmod(int(i), self.num_views)
         d = self.cfg.data
         rng = sample_rng(self.seed, self.epoch, index, view) if self.train else None
         try:
-            frames, logmel, _ = self.source.load(index, rng=rng, view=view, num_views=self.num_views)
+            frames, logmel = self.source.load(index, rng=rng, view=view, num_views=self.num_views)
         except (MediaError, OSError) as err:
             self._warn(index, f"skipped ({err})")
             return None
@@ -262,7 +312,6 @@ class ClipDataset(Dataset):
 
     def reopen(self) -> None:
         self.source.reopen()
-        self._warned = set()
 
 
 def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
@@ -288,6 +337,7 @@ def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
         labels = encode_labels(source.clips, label_column, vocab, where=f"{path}: ")
     else:
         vocab = None
+    source.clips = None  # encoded above; only the compact columns travel to the workers
     return ClipDataset(source, cfg, train=train, labels=labels, vocab=vocab,
                        label_column=label_column, num_views=num_views)
 
@@ -367,7 +417,6 @@ def build_loader(dataset: ClipDataset, cfg: Config, *, train: bool, batch_size: 
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                         collate_fn=Collate(dataset.template()),
                         worker_init_fn=worker_init if workers > 0 else None,
-                        pin_memory=torch.cuda.is_available(),
-                        prefetch_factor=4 if workers > 0 else None)
+                        pin_memory=torch.cuda.is_available())
     loader.batches_per_epoch = sampler.batches_per_epoch
     return loader

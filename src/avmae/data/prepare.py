@@ -10,7 +10,7 @@ windows with --views V, for evaluation and for temporal jitter in training), and
 
 in standard tar files (WebDataset layout: the key is the manifest row, zero padded). Beside each
 `shard-NNNNNN.tar` a small `shard-NNNNNN.idx` (JSON) lists each clip's member offsets, shapes and
-labels, so any rank or worker reads any clip with one pread, without a central index or scanning.
+labels, so any rank or worker reads any clip by seeking to it: no central index, no scanning.
 `meta.json` records the DataConfig fields that shape the payload (loading refuses a config that
 differs), the label columns and the counts of clips written, skipped and filled, with reasons.
 The log-mel is stored unnormalised: normalisation (data.audio_mean / audio_std) is applied at

@@ -1,0 +1,101 @@
+"""`avmae embed CKPT INPUT... --out FEATURES.npz`: per-clip embeddings of a pretrained AV-MAE.
+
+Each clip's embedding per modality is the mean of its encoded tokens, with no masking (the
+encoder surface `AVMAE.forward_features`). INPUT is a manifest CSV, a shards folder, or any number
+of media files. The .npz holds `audio` and/or `video` (N, D) float32, `has_audio` / `has_video`
+(False where the clip had no such stream and its input was filled with zeros), `index` (row of the
+input) and `path`; unreadable clips are listed in `skipped`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_weights
+from .config import ConfigError
+from .data.dataset import build_dataset, build_loader
+from .model import AVMAE
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a pretraining run folder, checkpoint folder or .safetensors")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="a manifest CSV, a shards folder, or media files")
+    parser.add_argument("--out", required=True, help="the .npz file to write")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=None, help="data-loader workers (default: data.num_workers)")
+    parser.add_argument("--device", default="auto")
+
+
+def _data_source(inputs: list[str], scratch: Path) -> str:
+    """One manifest or shards folder as given, or a manifest written for a list of media files."""
+    for p in inputs:
+        if not Path(p).exists():
+            raise ConfigError(f"input '{p}' does not exist")
+    first = Path(inputs[0])
+    if len(inputs) == 1 and (first.is_dir() or first.suffix.lower() == ".csv"):
+        return inputs[0]
+    if any(Path(p).is_dir() or Path(p).suffix.lower() == ".csv" for p in inputs):
+        raise ConfigError("give either one manifest / shards folder, or media files, not a mix")
+    manifest = scratch / "inputs.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path"])
+        writer.writerows([[str(Path(p).resolve())] for p in inputs])
+    return str(manifest)
+
+
+@torch.no_grad()
+def embed(checkpoint: str, inputs: list[str], out: str, *, batch_size: int = 8,
+          workers: int | None = None, device: str = "auto") -> dict:
+    weights, cfg, kind, _ = load_weights(checkpoint)
+    if kind != "avmae_pretrain":
+        raise ConfigError(f"'{checkpoint}' is a {kind} checkpoint; embed takes a pretraining checkpoint")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    model = AVMAE(cfg.model)
+    model.load_state_dict(weights)
+    model.to(dev).eval()
+    with tempfile.TemporaryDirectory() as scratch:
+        dataset = build_dataset(_data_source(inputs, Path(scratch)), cfg, train=False)
+        loader = build_loader(dataset, cfg, train=False, batch_size=batch_size, num_workers=workers)
+        feats = {m: [] for m in model.modalities}
+        present = {m: [] for m in model.modalities}
+        indices, skipped = [], 0
+        for batch in tqdm(loader, desc="embed", unit="batch"):
+            skipped += int(batch["num_skipped"])
+            if len(batch["index"]) == 0:
+                continue
+            tokens = model.forward_features(**{m: batch[m].to(dev) for m in model.modalities})
+            for m, x in tokens.items():
+                feats[m].append(x.float().mean(dim=1).cpu().numpy())   # mean of encoded tokens
+                present[m].append(batch[f"has_{m}"].numpy())
+            indices.append(batch["index"].numpy())
+    index = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
+    index, first = np.unique(index, return_index=True)        # evaluation ranks pad by wrapping
+    paths = np.array([str(dataset.clips[i].path) for i in index])
+    result = {"index": index, "path": paths}
+    for m in model.modalities:
+        if feats[m]:
+            result[m] = np.concatenate(feats[m])[first]
+            result[f"has_{m}"] = np.concatenate(present[m])[first]
+    kept = set(index.tolist())
+    result["skipped"] = np.array([str(c.path) for i, c in enumerate(dataset.clips) if i not in kept])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **result)
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    result = embed(args.checkpoint, args.inputs, args.out, batch_size=args.batch_size,
+                   workers=args.workers, device=args.device)
+    dims = ", ".join(f"{m} {result[m].shape}" for m in ("audio", "video") if m in result)
+    print(f"wrote {len(result['index'])} clips ({dims}) to {args.out}; "
+          f"{len(result['skipped'])} unreadable skipped")
+    return 0

@@ -1,0 +1,402 @@
+"""`avmae finetune`: AST / ViViT / MBT classifiers initialised from an AV-MAE (paper Sec. 4.1, B.2).
+
+The pretrained encoder initialises the classifier (init_from_pretrained.py; the decoder is dropped,
+Fig. 1); the recipe is Table 16's (VGGSound), which Tables 17-18 vary only in lr, mixup and batch:
+
+    SGD, momentum 0.9; lr = base_lr x global_batch / 256 (base_lr 0.8), layer-wise decay 0.75;
+    2.5 warm-up epochs, then cosine, per step; gradient clipping 1.0; 50 epochs
+    mixup 0.5 (1.25 audio-only, Tables 17-18), label smoothing 0.3, stochastic depth 0.3
+    audio: circular time shift + SpecAugment; video: random crop, scale jitter, horizontal flip
+
+Labels (`finetune.label_column`): "label" softmax cross-entropy; "labels" multi-label sigmoid
+cross-entropy (summed over classes, averaged over clips, so the SGD rates above apply unchanged);
+"verb,noun" two heads, each a softmax cross-entropy, summed with equal weights (Sec. 4.1).
+
+The loop is pretrain.py's: one flat function, DDP, accumulation, per-step seeds, atomic
+checkpoints, exact resume. Additionally, at every checkpoint the model is validated on VAL (one
+centre view per clip, to keep it cheap; `avmae evaluate` uses finetune.views views) and the
+checkpoint with the best primary metric (top1 / mAP / action_top1) is kept as RUN/checkpoints/best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from . import distributed
+from .augment import augment_spectrogram, mixup, one_hot, smooth_labels
+from .checkpoint import _fsync_dir, _fsync_file, last_checkpoint, load_weights
+from .classifier import build_classifier, param_groups_lrd
+from .config import Config, ConfigError, build_config, parse_overrides, set_value
+from .data.dataset import build_dataset, build_loader
+from .data.manifest import num_classes, save_vocab
+from .evaluate import (BEST_NAME, KIND, PRIMARY_METRIC, checkpoint_metadata, dataset_config,
+                       evaluate_model, head_sizes, label_task)
+from .info import add_config_arguments
+from .init_from_pretrained import init_classifier_from_avmae
+from .optimization import build_optimizer, lr_at, scaled_lr, set_lr
+from .pretrain import _count, _epoch_summary, _zero_loss, model_inputs
+from .training import (RunLog, StopRequest, Throughput, autocast, check_finite, load_resume,
+                       resolve_budget, save_training_checkpoint, step_seed, write_config)
+
+# Finetuning's recipe replaces the pretraining one the checkpoint carries (Table 16).
+FINETUNE_DEFAULTS = {
+    "train.optimizer": "sgd",
+    "train.momentum": 0.9,
+    "train.base_lr": 0.8,          # VGGSound; 1.2 Epic Kitchens (Table 17), 1.6 AudioSet (Table 18)
+    "train.warmup_epochs": 2.5,
+    "train.warmup_steps": -1,      # a pretraining run's step budgets do not carry over
+    "train.steps": 0,
+    "train.epochs": 50,
+    "train.min_lr": 0.0,
+    "train.clip_grad": 1.0,
+    "train.weight_decay": 0.0,
+    "data.flip": True,
+}
+MIXUP_ALPHA = {"audio": 1.25, "video": 0.5, "av": 0.5}   # Tables 17, 18
+AUGMENT_SALT = 0x5EED_A06  # keeps the augmentation stream apart from the dropout stream of a step
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--init", metavar="CKPT_OR_RUN",
+                        help="an AV-MAE pretraining run folder or checkpoint (its config gives the "
+                             "model sizes and input sizes), or `scratch` (random init; needs --preset)")
+    parser.add_argument("--modality", choices=["audio", "video", "av"],
+                        help="audio: AST; video: ViViT; av: MBT (Sec. 4.1)")
+    add_config_arguments(parser, preset_required=False)
+    parser.add_argument("--data", required=True, help="training data: a CSV manifest or shards folder")
+    parser.add_argument("--val", required=True, help="validation data (its labels must occur in --data)")
+    parser.add_argument("--out", required=True, help="the run folder")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last complete checkpoint in --out")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    parser.epilog = (
+        "Finetuning defaults (Table 16) replace the checkpoint's pretraining recipe: train.optimizer=sgd, "
+        "train.base_lr=0.8, train.warmup_epochs=2.5, train.epochs=50, train.clip_grad=1.0, "
+        "train.weight_decay=0, data.flip=true, finetune.mixup_alpha=1.25 (audio) or 0.5; --set "
+        "overrides anything. Input sizes (data.num_frames, data.audio_seconds, crop) and "
+        "train.batch_size are kept from the checkpoint: the paper finetunes on 32 frames, e.g. "
+        "--set data.num_frames=32. Labels: --set finetune.label_column=label | labels | verb,noun. "
+        "Validation during training uses one centre view per clip; `avmae evaluate RUN --data VAL` "
+        "averages finetune.views (4) views.")
+
+
+def run(args: argparse.Namespace) -> int:
+    finetune(args.init, args.data, args.val, args.out, modality=args.modality, preset=args.preset,
+             overrides=args.overrides, resume=args.resume, device=args.device)
+    return 0
+
+
+def finetune_config(base: Config, modality: str | None = None,
+                    overrides: list[str] | None = None) -> Config:
+    """base (a pretraining checkpoint's config, or a preset) <- finetuning defaults <- modality
+    <- overrides; mixup alpha by modality unless overridden."""
+    cfg = copy.deepcopy(base)
+    for key, value in FINETUNE_DEFAULTS.items():
+        set_value(cfg, key, value)
+    keys = {k for k, _ in parse_overrides(overrides)}
+    if modality is not None:
+        set_value(cfg, "finetune.modality", modality)
+    cfg = build_config(None, overrides, base=cfg)
+    if modality is not None and cfg.finetune.modality != modality:
+        raise ConfigError(f"--modality {modality} contradicts --set finetune.modality="
+                          f"{cfg.finetune.modality}: give one of them")
+    if "finetune.mixup_alpha" not in keys:
+        cfg.finetune.mixup_alpha = MIXUP_ALPHA[cfg.finetune.modality]
+    return cfg
+
+
+def finetune(init: str | None, data: str, val: str, out: str, *, modality: str | None = None,
+             preset: str | None = None, overrides: list[str] | None = None, resume: bool = False,
+             device: str = "auto") -> Path:
+    """Finetune a classifier on `data`, validating on `val`; returns the run folder.
+
+    init: an AV-MAE pretraining run / checkpoint, or "scratch" (then `preset` gives the sizes);
+    ignored with resume=True (the run's own config, --set overrides on top). modality: audio,
+    video or av (default: the config's finetune.modality).
+    """
+    run_dir = Path(out)
+    for flag, path in (("--data", data), ("--val", val)):
+        if not Path(path).exists():
+            raise ConfigError(f"{flag} '{path}' does not exist: give a CSV manifest or a shards folder "
+                              "(`avmae synth DIR` makes a dataset)")
+    init_weights, init_cfg, init_kind, stored = None, None, None, None
+    weights, state = None, None
+    if resume:
+        weights, state, cfg, ckpt = load_resume(run_dir, KIND)
+        if modality is not None and modality != cfg.finetune.modality:
+            raise ConfigError(f"--resume: the run finetunes modality {cfg.finetune.modality}, not "
+                              f"{modality}")
+        cfg = build_config(None, overrides, base=cfg)
+        stored = checkpoint_metadata(ckpt)
+    else:
+        if init is None:
+            raise ConfigError("--init is required: an AV-MAE pretraining run or checkpoint, or "
+                              "`scratch` with --preset")
+        if last_checkpoint(run_dir) is not None:
+            raise ConfigError(f"'{run_dir}' already holds checkpoints: add --resume to continue it, "
+                              "or choose another --out")
+        if init == "scratch":
+            if preset is None:
+                raise ConfigError("--init scratch needs --preset for the model and input sizes "
+                                  "(see `avmae presets`)")
+            base = build_config(preset)
+        else:
+            if preset is not None:
+                raise ConfigError("--preset is only for --init scratch: a checkpoint's own config "
+                                  "gives the sizes (change other fields with --set)")
+            init_weights, base, init_kind, _ = load_weights(init)
+            init_cfg = base
+        cfg = finetune_config(base, modality, overrides)
+    d = distributed.setup(device)
+    try:
+        return _finetune(cfg, data, val, run_dir, d, str(init), init_weights, init_cfg, init_kind,
+                         weights, state, stored)
+    finally:
+        distributed.teardown()
+
+
+def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Dist, init: str,
+              init_weights, init_cfg, init_kind, weights, state, stored) -> Path:
+    t, f = cfg.train, cfg.finetune
+    task = label_task(f.label_column)
+    metric = PRIMARY_METRIC[task]
+    data_cfg = dataset_config(cfg)
+    # The vocabulary comes from the training data (a resumed run keeps the one it started with).
+    vocab = json.loads(stored["vocab"]) if stored else None
+    train_set = build_dataset(data, data_cfg, train=True, label_column=f.label_column, vocab=vocab)
+    vocab = train_set.vocab
+    val_set = build_dataset(val, data_cfg, train=False, label_column=f.label_column, vocab=vocab)
+    classes = num_classes(vocab)
+
+    torch.manual_seed(t.seed)  # identical new heads (and scratch weights) on every rank
+    model = build_classifier(cfg, head_sizes(classes))
+    report = init_classifier_from_avmae(model, init_weights, init_cfg, init_kind)
+    del init_weights
+    model.to(d.device)
+    modalities = model.modalities
+    first = build_loader(train_set, data_cfg, train=True, batch_size=t.batch_size, rank=d.rank,
+                         world_size=d.world_size, seed=t.seed, epoch=0)
+    budget = resolve_budget(t, first.batches_per_epoch, d.world_size)
+    del first
+    peak_lr = scaled_lr(t.base_lr, budget.global_batch)
+    optimizer = build_optimizer(param_groups_lrd(model, peak_lr, t.weight_decay, f.layer_decay),
+                                t, peak_lr)
+    step, best = 0, None
+    if weights is not None:
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        step, best = int(state["step"]), state.get("best")
+    ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
+        if d.enabled else model
+    forward = torch.compile(ddp) if t.compile else ddp
+    # Everything `avmae evaluate` needs to rebuild the classifier from a checkpoint alone.
+    metadata = {"label_column": f.label_column, "task": task, "num_classes": json.dumps(classes),
+                "vocab": json.dumps(vocab), "init": stored["init"] if stored else init}
+
+    if d.is_main:
+        write_config(run_dir, cfg)
+        save_vocab(vocab, run_dir / "vocab.json")
+    log = RunLog(run_dir, d.is_main, budget.total_steps, step, "finetune")
+    if weights is None:
+        log.print(f"init from {init}: {report.summary()}")
+    log.print(f"finetuning {f.modality} ({f.architecture}, {f.label_column}: "
+              f"{'+'.join(map(str, classes))} classes) on {len(train_set)} clips, validating on "
+              f"{len(val_set)}; {budget.total_steps} steps of global batch {budget.global_batch} "
+              f"(lr {peak_lr:.3g}) on {d.world_size} x {d.device.type}")
+    stop = StopRequest()
+    speed = Throughput()
+    counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
+    model.train()
+    try:
+        while step < budget.total_steps:
+            epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
+            loader = build_loader(train_set, data_cfg, train=True, batch_size=t.batch_size,
+                                  rank=d.rank, world_size=d.world_size, seed=t.seed, epoch=epoch,
+                                  skip_batches=step_in_epoch * t.accum_steps)
+            batches = iter(loader)
+            for _ in range(step_in_epoch, budget.steps_per_epoch):
+                if step >= budget.total_steps:
+                    break
+                lr = lr_at(step, budget.total_steps, budget.warmup_steps, peak_lr, t.min_lr)
+                set_lr(optimizer, lr)  # x each group's layer-wise lr_scale
+                # Stochastic depth draws from torch's global RNG; mixup and SpecAugment from their
+                # own CPU generator: both are functions of (seed, step, rank), so resume is exact.
+                torch.manual_seed(step_seed(t.seed, step, d.rank))
+                generator = torch.Generator().manual_seed(
+                    (step_seed(t.seed, step, d.rank) + AUGMENT_SALT) % 2**63)
+                losses = {"loss": 0.0}
+                for micro in range(t.accum_steps):
+                    batch = next(batches)
+                    _count(counts, batch, modalities)
+                    speed.add(len(batch["index"]))
+                    last_micro = micro == t.accum_steps - 1
+                    sync = ddp.no_sync() if d.enabled and not last_micro else contextlib.nullcontext()
+                    with sync:
+                        if len(batch["index"]) == 0:  # every clip of the batch was unreadable
+                            loss, parts = _zero_loss(model), {}
+                        else:
+                            inputs = model_inputs(batch, modalities, d.device)
+                            targets = soft_targets(batch["label"].to(d.device), task, classes)
+                            if "audio" in inputs:
+                                inputs["audio"] = augment_spectrogram(inputs["audio"], f, generator)
+                            inputs, targets, _, _ = mixup(inputs, targets, f.mixup_alpha, generator)
+                            targets = smooth(targets, f.label_smoothing)
+                            with autocast(t.amp, d.device):
+                                logits = forward(**inputs)
+                            loss, parts = classification_loss(logits, targets, task)
+                        check_finite(loss, step, d, run_dir)
+                        (loss / t.accum_steps).backward()
+                    for k, v in {"loss": loss, **parts}.items():
+                        losses[k] = losses.get(k, 0.0) + float(v.detach()) / t.accum_steps
+                if t.clip_grad > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if step % t.log_every == 0 or step == budget.total_steps or step == 1:
+                    reduced = distributed.all_reduce_sum(list(losses.values()), d)
+                    record = {"step": step, "epoch": epoch, "lr": lr,
+                              **{k: v / d.world_size for k, v in zip(losses, reduced)},
+                              "clips_per_s": speed.rate() * d.world_size}
+                    log.write(record)
+                    log.progress(0, **{k: v for k, v in record.items() if k.startswith("loss")},
+                                 lr=lr, clips_s=record["clips_per_s"])
+                log.progress(1)
+                stop_now = distributed.any_rank(stop.requested, d)
+                if step % t.checkpoint_every == 0 or step == budget.total_steps or stop_now:
+                    # A stop request (preemption) saves at once; validation waits for the resume.
+                    scores = None if stop_now else _validate(model, val_set, data_cfg, task, classes,
+                                                             step, epoch, d, log)
+                    best = _checkpoint(run_dir, step, model, cfg, optimizer, epoch, metadata, best,
+                                       scores, metric, d, log)
+                if stop_now:
+                    log.print(f"stopped at step {step}; resume with --resume")
+                    return run_dir
+            if step % budget.steps_per_epoch == 0 or step == budget.total_steps:
+                _epoch_summary(counts, epoch, d, log)
+    finally:
+        stop.restore()
+        log.close()
+    if d.is_main:
+        from .visualize import loss_curve
+        path = loss_curve(run_dir)
+        found = f"best val {metric} {best['value']:.4f} at step {best['step']} " \
+                f"({run_dir / 'checkpoints' / BEST_NAME})" if best else "no validation score"
+        log.print(f"{found}; `avmae evaluate {run_dir} --data {val}` averages {f.views} views per clip"
+                  + (f"; loss curve: {path}" if path else ""))
+    return run_dir
+
+
+# ---- targets and losses ---------------------------------------------------------------------
+
+def soft_targets(labels: torch.Tensor, task: str, classes: list[int]):
+    """The dataset's labels as float class-probability targets, for mixup and smoothing:
+    single (B,) -> (B, C) one-hot; multi (B, C) multi-hot as is; verb_noun (B, 2) -> a tuple."""
+    if task == "multi":
+        return labels.float()
+    if task == "verb_noun":
+        return tuple(one_hot(labels[:, i], c) for i, c in enumerate(classes))
+    return one_hot(labels, classes[0])
+
+
+def smooth(targets, smoothing: float):
+    """Label smoothing (Tables 16-18: 0.3) of one target tensor or of each head's."""
+    if isinstance(targets, tuple):
+        return tuple(smooth_labels(x, smoothing) for x in targets)
+    return smooth_labels(targets, smoothing)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy with soft targets: mean over clips of -sum_c t_c log p_c."""
+    return -(targets * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
+
+
+def classification_loss(logits, targets, task: str) -> tuple[torch.Tensor, dict]:
+    """(loss, per-head parts for the log). logits (B, C) or (verb, noun); targets alike."""
+    if task == "verb_noun":
+        verb = soft_cross_entropy(logits[0], targets[0])
+        noun = soft_cross_entropy(logits[1], targets[1])
+        return verb + noun, {"loss_verb": verb, "loss_noun": noun}  # equal weights (Sec. 4.1)
+    if task == "multi":  # sigmoid cross-entropy summed over classes, averaged over clips
+        per_class = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+        return per_class.sum(dim=-1).mean(), {}
+    return soft_cross_entropy(logits, targets), {}
+
+
+# ---- validation and checkpoints -------------------------------------------------------------
+
+def _validate(model, val_set, data_cfg: Config, task: str, classes: list[int], step: int,
+              epoch: int, d: distributed.Dist, log: RunLog) -> dict | None:
+    """Metrics on VAL, one centre view per clip (cheap; `avmae evaluate` averages more views)."""
+    try:
+        scores = evaluate_model(model, val_set, data_cfg, task, classes, d,
+                                batch_size=data_cfg.train.batch_size)
+    except ValueError as err:  # e.g. no readable clip, or no class with a positive (mAP)
+        log.print(f"step {step}: validation skipped: {err}")
+        return None
+    log.write({"step": step, "epoch": epoch, **{f"val_{k}": v for k, v in scores.items()}})
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if not k.startswith("clips"))
+    log.print(f"step {step}: val {shown} ({scores['clips_evaluated']} clips, "
+              f"{scores['clips_skipped']} unreadable)")
+    return scores
+
+
+def _checkpoint(run_dir: Path, step: int, model, cfg: Config, optimizer, epoch: int, metadata: dict,
+                best: dict | None, scores: dict | None, metric: str, d: distributed.Dist,
+                log: RunLog) -> dict | None:
+    """Save the step's checkpoint (best-so-far in its state, for resume); update `best`."""
+    value = None if scores is None else scores[metric]
+    improved = value is not None and math.isfinite(value) and (best is None or value > best["value"])
+    if improved:
+        best = {"metric": metric, "value": float(value), "step": step}
+    if d.is_main:
+        path = save_training_checkpoint(run_dir, step, model, cfg, KIND, optimizer,
+                                        {"epoch": epoch, "best": best}, metadata)
+        if improved:
+            save_best(run_dir, path, step, scores)
+        log.print(f"step {step}: checkpoint {path}" + (" (best so far)" if improved else ""))
+    distributed.barrier(d)
+    return best
+
+
+def save_best(run_dir: Path, ckpt: Path, step: int, scores: dict) -> Path:
+    """RUN/checkpoints/best -> best_XXXXXXX: the weights of checkpoint `ckpt` (a hard link where
+    the file system allows, else a copy) and its validation scores, swapped in atomically like
+    `last`, so `best` always names a complete checkpoint."""
+    root = run_dir / "checkpoints"
+    name = f"best_{step:07d}"
+    final, tmp = root / name, root / f".tmp_{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        os.link(ckpt / "model.safetensors", tmp / "model.safetensors")
+    except OSError:
+        shutil.copyfile(ckpt / "model.safetensors", tmp / "model.safetensors")
+        _fsync_file(tmp / "model.safetensors")
+    (tmp / "val_metrics.json").write_text(json.dumps({"step": step, **scores}) + "\n")
+    (tmp / "COMPLETE").write_text("ok\n")
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    link_tmp = root / ".best.tmp"
+    if link_tmp.is_symlink() or link_tmp.exists():
+        link_tmp.unlink()
+    link_tmp.symlink_to(name)
+    os.replace(link_tmp, root / BEST_NAME)
+    _fsync_dir(root)
+    for old in root.glob("best_*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
