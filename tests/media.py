@@ -65,8 +65,9 @@ def write_clip(path, *, seconds: float = 2.0, fps: int = 25, size: tuple[int, in
                audio_fn: Callable[[np.ndarray], np.ndarray] | None = None,
                video_codec: str = "libx264", pix_fmt: str = "yuv420p", gop: int = 10,
                frame_times: list[float] | None = None, rotation: int = 0,
-               faststart: bool = False, audio_seconds: float | None = None) -> Path:
-    """Write an mp4 (H.264 + AAC by default). size = (width, height).
+               faststart: bool = False, audio_seconds: float | None = None,
+               container: str = "mp4", audio_codec: str = "aac") -> Path:
+    """Write a clip, an mp4 with H.264 + AAC by default. size = (width, height).
 
     gop: keyframe interval, small so that seeking lands inside the clip. frame_times: explicit
     presentation times in seconds (variable frame rate), else i / fps. audio_fn: times (S,) ->
@@ -75,29 +76,30 @@ def write_clip(path, *, seconds: float = 2.0, fps: int = 25, size: tuple[int, in
     """
     path = Path(path)
     width, height = size
+    # the video clock: 1 / fps for a constant rate (every container takes it, AVI needs it),
+    # milliseconds for explicit frame times
+    clock = Fraction(1, 1000) if frame_times is not None else Fraction(1, fps)
     if frame_times is None:
         n = num_frames if num_frames is not None else int(round(seconds * fps))
         frame_times = [i / fps for i in range(n)]
     options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", format="mp4", options=options) as out:
+    with av.open(str(path), "w", format=container, options=options) as out:
         vs = as_ = None
         if video:
             codec_options = {"crf": "12", "preset": "ultrafast"} if video_codec == "libx264" else {}
             vs = out.add_stream(video_codec, rate=fps, options=codec_options)
             vs.width, vs.height, vs.pix_fmt = width, height, pix_fmt
             vs.codec_context.gop_size = gop
-            # millisecond clock so that variable frame times are exact
-            vs.time_base = _fraction(1, 1000)
-            vs.codec_context.time_base = _fraction(1, 1000)
+            vs.time_base = vs.codec_context.time_base = clock
             if rotation:
                 vs.set_display_rotation(rotation)
         if audio:
-            as_ = out.add_stream("aac", rate=sample_rate, layout=layout)
+            as_ = out.add_stream(audio_codec, rate=sample_rate, layout=layout)
         if vs is not None:
             for i, t in enumerate(frame_times):
                 frame = av.VideoFrame.from_ndarray(frame_fn(i, width, height), format="rgb24")
-                frame.pts = int(round(t * 1000))
-                frame.time_base = _fraction(1, 1000)
+                frame.pts = int(round(t / clock))
+                frame.time_base = clock
                 for packet in vs.encode(frame):
                     out.mux(packet)
             for packet in vs.encode():
@@ -108,23 +110,26 @@ def write_clip(path, *, seconds: float = 2.0, fps: int = 25, size: tuple[int, in
     return path
 
 
-def _fraction(num: int, den: int) -> Fraction:
-    return Fraction(num, den)
-
-
 def _write_audio(out, stream, seconds, sample_rate, layout, audio_fn):
     channels = av.AudioLayout(layout).nb_channels
     n = int(round(seconds * sample_rate))
     t = np.arange(n) / sample_rate
     signal = np.asarray(audio_fn(t), np.float32)
     signal = np.broadcast_to(signal, (channels, n)) if signal.shape[0] == 1 else signal
-    chunk = 1024  # AAC frame size
+    formats = stream.codec_context.codec.audio_formats            # what the encoder takes
+    fmt = next((f for f in formats if f.name in ("fltp", "flt")), formats[0])
+    if fmt.name.startswith("s16"):
+        signal = np.round(signal * 32767).astype(np.int16)
+    elif fmt.name.startswith("s32"):
+        signal = np.round(signal * 2147483647.0).astype(np.int32)
+    chunk = stream.codec_context.frame_size or 1024           # 1024 for AAC
     for s in range(0, n, chunk):
-        block = np.ascontiguousarray(signal[:, s: s + chunk])
-        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+        block = signal[:, s: s + chunk]
+        block = np.ascontiguousarray(block if fmt.is_planar else block.T.reshape(1, -1))
+        frame = av.AudioFrame.from_ndarray(block, format=fmt.name, layout=layout)
         frame.sample_rate = sample_rate
         frame.pts = s
-        frame.time_base = _fraction(1, sample_rate)
+        frame.time_base = Fraction(1, sample_rate)
         for packet in stream.encode(frame):
             out.mux(packet)
     for packet in stream.encode():

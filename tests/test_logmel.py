@@ -154,6 +154,7 @@ def test_stats_over_a_manifest(tmp_path, capsys):
     assert main(["stats", str(tmp_path / "m.csv"), *sets]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["clips"], out["skipped"], out["audio_clips"], out["video_clips"]) == (2, 1, 1, 2)
+    assert out["clips_with_problems"] == 1                                # no audio stream
     # exactly the statistics of the one clip with audio
     cfg = DataConfig(num_frames=4, short_side=32, crop_size=32, audio_seconds=0.5)
     mel = audio_logmel(read_clip(tmp_path / "a.mp4", cfg).waveform, cfg).double()

@@ -64,6 +64,7 @@ FINETUNE_DEFAULTS = {
     "data.flip": True,
 }
 MIXUP_ALPHA = {"audio": 1.25, "video": 0.5, "av": 0.5}   # Tables 17, 18
+PRETRAIN_KIND = "avmae_pretrain"
 AUGMENT_SALT = 0x5EED_A06  # keeps the augmentation stream apart from the dropout stream of a step
 
 
@@ -156,6 +157,10 @@ def finetune(init: str | None, data: str, val: str, out: str, *, modality: str |
                 raise ConfigError("--preset is only for --init scratch: a checkpoint's own config "
                                   "gives the sizes (change other fields with --set)")
             init_weights, base, init_kind, _ = load_weights(init)
+            if init_kind != PRETRAIN_KIND:  # refused before a classifier of its size is built
+                raise ConfigError(f"--init '{init}' is an {init_kind} checkpoint, not an AV-MAE "
+                                  "pretraining one: finetune from a pretraining run; evaluate a "
+                                  "finetuned one with `avmae evaluate`")
             init_cfg = base
         cfg = finetune_config(base, modality, overrides)
     d = distributed.setup(device)

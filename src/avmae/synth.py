@@ -189,9 +189,9 @@ def clip_spec(seed: int, index: int, label: int, *, seconds: float = DEFAULTS["s
     frames = _event_frames(rng, seconds, fps)
     n = len(frames)
     dark = rng.random() < 0.5          # a dark background gets a light object, and vice versa
-    background = _hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.8),
-                             rng.uniform(0.1, 0.3) if dark else rng.uniform(0.7, 0.9))
     while True:                        # redraw until the object stands out in brightness too
+        background = _hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.8),
+                                 rng.uniform(0.1, 0.3) if dark else rng.uniform(0.7, 0.9))
         colour = _hsv_to_rgb(rng.random(), rng.uniform(0.3, 1.0),
                              rng.uniform(0.75, 1.0) if dark else rng.uniform(0.05, 0.3))
         if abs(_luma(colour) - _luma(background)) >= 0.3:

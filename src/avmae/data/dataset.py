@@ -48,6 +48,13 @@ SHARDS_FORMAT = "avmae-shards"
 SHARDS_VERSION = 1
 
 
+def media_reason(err: Exception, path) -> str:
+    """Why a clip is unreadable, without the path the decoder may have put in front."""
+    reason = str(err) or type(err).__name__
+    prefix = f"{path}: "
+    return reason[len(prefix):] if reason.startswith(prefix) else reason
+
+
 def sample_rng(*keys: int) -> np.random.Generator:
     """The generator of one sample: a pure function of (seed, epoch, index, view)."""
     return np.random.default_rng([int(k) % 2**63 for k in keys])
@@ -278,7 +285,7 @@ class ClipDataset(Dataset):
         try:
             frames, logmel = self.source.load(index, rng=rng, view=view, num_views=self.num_views)
         except (MediaError, OSError) as err:
-            self._warn(index, f"skipped ({err})")
+            self._warn(index, f"skipped ({media_reason(err, self.source.paths[index])})")
             return None
         missing = [m for m, x in (("video", frames), ("audio", logmel))
                    if x is None and self.needed[m]]

@@ -35,8 +35,8 @@ truncated before anything decodes, no audio or video stream) raise it; a missing
 None for that modality; a stream that fails part-way returns what decoded, padded, with a note.
 
 Speed: only the packets from the keyframe before the window to the last needed frame are decoded
-(one seek per modality); FFmpeg's swscale converts and resizes the chosen frames
-(`to_ndarray(width=, height=, format="rgb24")`), nothing per pixel runs in Python. Rotation from
+(one seek per modality, other streams' packets discarded by the demuxer); FFmpeg's swscale
+converts and resizes the chosen frames to RGB, nothing per pixel runs in Python. Rotation from
 the display matrix (phones) is applied after resizing with np.rot90 (multiples of 90 degrees;
 a mirrored display matrix is not undone). Non-square pixels (sample aspect ratio) are resized to
 square ones.
@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from ..config import DataConfig
 
@@ -61,6 +62,10 @@ AUDIO_PREROLL = 0.3      # seconds decoded before the audio window: the first fr
 PAD_TOLERANCE = 0.05     # seconds of padding too small to report
 _DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)       # raised by PyAV
 _HEADER_ERRORS = _DECODE_ERRORS + (TypeError, ZeroDivisionError, OverflowError)  # odd metadata
+
+
+# swscale threads: an argument since PyAV 15 or so; older versions scale on one thread anyway
+_ONE_THREAD = {"threads": 1} if "threads" in (VideoReformatter.reformat.__doc__ or "") else {}
 
 
 class MediaError(Exception):
@@ -317,11 +322,15 @@ def _to_rgb(picked, short_side: int, vs) -> np.ndarray:
     out_h = max(1, int(round(first.height * scale)))
     # display matrix: degrees counter-clockwise (FFmpeg's convention, as np.rot90's k > 0)
     quarter_turns = int(round(getattr(first, "rotation", 0) / 90)) % 4
+    # one swscale context for all frames, one thread: creating a context per frame (what
+    # frame.to_ndarray(width=, height=) does) costs more than the scaling itself, and loader
+    # workers already use every core
+    reformatter = VideoReformatter()
     converted = {}
     for frame in picked:
         if id(frame) not in converted:
-            rgb = frame.to_ndarray(width=out_w, height=out_h, format="rgb24",
-                                   interpolation="BILINEAR")
+            rgb = reformatter.reformat(frame, width=out_w, height=out_h, format="rgb24",
+                                       interpolation="BILINEAR", **_ONE_THREAD).to_ndarray()
             converted[id(frame)] = np.rot90(rgb, quarter_turns) if quarter_turns else rgb
     return np.stack([converted[id(frame)] for frame in picked])
 
@@ -361,11 +370,11 @@ def _decode_audio(container, aus, a_start, S, sample_rate, seek):
     a_end = a_start + S / sample_rate
     _read_only(container, aus)
     try:
-        # Seek on the audio stream itself: a target before the start then rewinds to the very
-        # first packet, so the decoder also sees the codec's priming packet (AAC), whose
-        # overlap the first real samples need; after a mid-file seek, the pre-roll covers it.
-        target = a_start - AUDIO_PREROLL if seek else _start_time(aus, container) - 1.0
-        container.seek(math.floor(target / aus.time_base), stream=aus)
+        # after a mid-file seek the first frame is codec warm-up: the pre-roll covers it
+        if seek:
+            container.seek(math.floor((a_start - AUDIO_PREROLL) / aus.time_base), stream=aus)
+        else:
+            _rewind(container, aus)
         for packet in container.demux(aus):
             for frame in packet.decode():
                 if first_t is None:
@@ -382,3 +391,14 @@ def _decode_audio(container, aus, a_start, S, sample_rate, seek):
         error = str(err)
     wave = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     return wave, first_t, error
+
+
+def _rewind(container, aus) -> None:
+    """Back to the first audio packet. Seeking the audio stream to before its start also returns
+    the codec's priming packet (AAC in mp4), whose overlap the first real samples need; formats
+    that refuse such a seek (e.g. AVI) rewind the whole container instead."""
+    try:
+        container.seek(math.floor((_start_time(aus, container) - 1.0) / aus.time_base),
+                       stream=aus)
+    except av.FFmpegError:
+        container.seek(0)

@@ -35,7 +35,8 @@ import torch
 from tqdm import tqdm
 
 from ..config import ConfigError, DataConfig, build_config
-from .dataset import PAYLOAD_FIELDS, SHARDS_FORMAT, SHARDS_VERSION, _check_paths_exist
+from .dataset import (PAYLOAD_FIELDS, SHARDS_FORMAT, SHARDS_VERSION, _check_paths_exist,
+                      media_reason)
 from .decode import MediaError, read_clip
 from .transforms import audio_logmel
 from .manifest import Clip, build_vocab, load_manifest
@@ -96,7 +97,7 @@ def decode_clip(clip: Clip, data: DataConfig, views: int) -> dict:
             problems += [p for p in raw.problems if p not in problems]
         return {"views": out, "problems": problems}
     except (MediaError, OSError) as err:
-        return {"error": str(err) or type(err).__name__}
+        return {"error": media_reason(err, clip.path)}
 
 
 def _decode_task(task):

@@ -6,7 +6,8 @@ Reads the centre window of every clip (or of N clips spread evenly over the mani
 run's DataConfig, and prints one JSON object on stdout:
 
     {"audio_mean": -4.27, "audio_std": 4.57, "video_mean": [r, g, b], "video_std": [r, g, b],
-     "clips": 980, "skipped": 20, ...}
+     "clips": 980, "skipped": 20, "audio_clips": 975, "video_clips": 980,
+     "clips_with_problems": 31}
 
 Use the audio numbers as `--set data.audio_mean=... --set data.audio_std=...` (they are the raw
 log-mel statistics, before the (x - mean) / (2 * std) normalisation). Video statistics are of the
@@ -80,12 +81,13 @@ class Accumulator:
     video per RGB channel over all [-1, 1] pixels."""
 
     def __init__(self):
-        self.clips = self.audio_clips = self.video_clips = 0
+        self.clips = self.audio_clips = self.video_clips = self.with_problems = 0
         self.a_n, self.a_sum, self.a_sq = 0, 0.0, 0.0
         self.v_n, self.v_sum, self.v_sq = 0, np.zeros(3), np.zeros(3)
 
     def add(self, raw, cfg) -> None:
         self.clips += 1
+        self.with_problems += bool(raw.problems)      # padded, missing stream, decoding stopped
         if raw.waveform is not None:
             mel = audio_logmel(raw.waveform, cfg).double()             # (frames, bins)
             silent = (mel <= math.log(FLOAT_EPS) + 1e-4).all(dim=1)     # padding or digital silence
@@ -113,4 +115,5 @@ class Accumulator:
             out["video_mean"] = mean.tolist()
             out["video_std"] = np.sqrt(np.maximum(self.v_sq / self.v_n - mean ** 2, 0)).tolist()
         out["audio_clips"], out["video_clips"] = self.audio_clips, self.video_clips
+        out["clips_with_problems"] = self.with_problems
         return out
