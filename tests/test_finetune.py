@@ -68,7 +68,8 @@ def test_finetune_from_avmae_writes_last_and_best(modality, pretrained, tiny_syn
     meta = metadata(last)
     assert meta["kind"] == "avmae_finetune" and meta["label_column"] == "label" and meta["task"] == "single"
     vocab = json.loads(meta["vocab"])
-    assert vocab == {"label": train_labels(tiny_synth)} == json.loads((run / "vocab.json").read_text())["vocab"]
+    assert vocab == {"label": train_labels(tiny_synth)}
+    assert json.loads((run / "vocab.json").read_text())["vocab"] == vocab
     assert json.loads(meta["num_classes"]) == [len(vocab["label"])]
 
     # The best checkpoint is the first step with the highest validation top-1.
@@ -81,7 +82,8 @@ def test_finetune_from_avmae_writes_last_and_best(modality, pretrained, tiny_syn
 
     # Table 16's recipe replaced the pretraining one; mixup 1.25 for audio only (Tables 17-18).
     cfg = json.loads((run / "config.json").read_text())
-    assert (cfg["train"]["optimizer"], cfg["train"]["base_lr"], cfg["train"]["clip_grad"]) == ("sgd", 0.8, 1.0)
+    train = cfg["train"]
+    assert (train["optimizer"], train["base_lr"], train["clip_grad"]) == ("sgd", 0.8, 1.0)
     assert cfg["data"]["flip"] is True and cfg["finetune"]["modality"] == modality
     assert cfg["finetune"]["mixup_alpha"] == (1.25 if modality == "audio" else 0.5)
 
@@ -106,7 +108,8 @@ def test_the_pretrained_encoder_is_what_finetuning_starts_from(pretrained, tiny_
     for m in ("audio", "video"):
         assert torch.equal(ft[f"streams.{m}.blocks.0.attn.qkv.weight"],
                            pre[f"encoder.streams.{m}.blocks.0.attn.qkv.weight"])
-        assert torch.equal(ft[f"streams.{m}.blocks.1.mlp.fc1.weight"], pre["encoder.joint.blocks.0.mlp.fc1.weight"])
+        assert torch.equal(ft[f"streams.{m}.blocks.1.mlp.fc1.weight"],
+                           pre["encoder.joint.blocks.0.mlp.fc1.weight"])
         assert torch.equal(ft[f"patch_embed.{m}.proj.weight"], pre[f"patch_embed.{m}.proj.weight"])
         assert not torch.equal(scratch[f"streams.{m}.blocks.0.attn.qkv.weight"],
                                pre[f"encoder.streams.{m}.blocks.0.attn.qkv.weight"])
@@ -164,9 +167,11 @@ def test_torchrun_two_processes_validate_and_evaluate_like_one(pretrained, tiny_
     assert "2 x cpu" in two.stdout
 
     def vals(run):
-        return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "val_mAP" in r]
+        rows = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        return [r for r in rows if "val_mAP" in r]
     assert vals(tmp_path / "one") == vals(tmp_path / "two") and len(vals(tmp_path / "one")) == 2
-    a, b = weights(tmp_path / "one" / "checkpoints" / "last"), weights(tmp_path / "two" / "checkpoints" / "last")
+    a = weights(tmp_path / "one" / "checkpoints" / "last")
+    b = weights(tmp_path / "two" / "checkpoints" / "last")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
 
@@ -187,7 +192,8 @@ def test_torchrun_two_processes_validate_and_evaluate_like_one(pretrained, tiny_
 def test_finetune_defaults_replace_pretraining_and_set_wins():
     base = build_config("tiny-4l-cpu", ["train.steps=7", "train.warmup_steps=3", "data.num_frames=8"])
     cfg = finetune_config(base, "audio")
-    assert (cfg.train.optimizer, cfg.train.base_lr, cfg.train.warmup_epochs, cfg.train.epochs) == ("sgd", 0.8, 2.5, 50)
+    t = cfg.train
+    assert (t.optimizer, t.base_lr, t.warmup_epochs, t.epochs) == ("sgd", 0.8, 2.5, 50)
     assert (cfg.train.steps, cfg.train.warmup_steps) == (0, -1)   # pretraining budgets do not carry over
     assert cfg.data.num_frames == 8 and cfg.data.flip and cfg.finetune.mixup_alpha == 1.25
     assert finetune_config(base, "av").finetune.mixup_alpha == 0.5
@@ -239,7 +245,8 @@ def test_bad_arguments_exit_2_with_one_line(case, pretrained, tiny_synth, tmp_pa
     elif case == "init_is_a_finetune_run":
         fake = tmp_path / "ft" / "checkpoints" / "step_0000001"
         from avmae.checkpoint import save_checkpoint
-        save_checkpoint(tmp_path / "ft", 1, {"head.weight": torch.zeros(2, 2)}, build_config(), "avmae_finetune")
+        save_checkpoint(tmp_path / "ft", 1, {"head.weight": torch.zeros(2, 2)}, build_config(),
+                        "avmae_finetune")
         assert fake.exists()
         argv = finetune_args(tmp_path / "ft", tiny_synth, run, "av")
     else:

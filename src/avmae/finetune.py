@@ -63,6 +63,7 @@ FINETUNE_DEFAULTS = {
     "train.weight_decay": 0.0,
     "data.flip": True,
 }
+LOSS_KEYS = {"single": ["loss"], "multi": ["loss"], "verb_noun": ["loss", "loss_verb", "loss_noun"]}
 MIXUP_ALPHA = {"audio": 1.25, "video": 0.5, "av": 0.5}   # Tables 17, 18
 PRETRAIN_KIND = "avmae_pretrain"
 AUGMENT_SALT = 0x5EED_A06  # keeps the augmentation stream apart from the dropout stream of a step
@@ -71,7 +72,8 @@ AUGMENT_SALT = 0x5EED_A06  # keeps the augmentation stream apart from the dropou
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", metavar="CKPT_OR_RUN",
                         help="an AV-MAE pretraining run folder or checkpoint (its config gives the "
-                             "model sizes and input sizes), or `scratch` (random init; needs --preset)")
+                             "model sizes and input sizes), or `scratch` (random init; needs --preset); "
+                             "not needed with --resume")
     parser.add_argument("--modality", choices=["audio", "video", "av"],
                         help="audio: AST; video: ViViT; av: MBT (Sec. 4.1)")
     add_config_arguments(parser, preset_required=False)
@@ -85,9 +87,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Finetuning defaults (Table 16) replace the checkpoint's pretraining recipe: train.optimizer=sgd, "
         "train.base_lr=0.8, train.warmup_epochs=2.5, train.epochs=50, train.clip_grad=1.0, "
         "train.weight_decay=0, data.flip=true, finetune.mixup_alpha=1.25 (audio) or 0.5; --set "
-        "overrides anything. Input sizes (data.num_frames, data.audio_seconds, crop) and "
-        "train.batch_size are kept from the checkpoint: the paper finetunes on 32 frames, e.g. "
-        "--set data.num_frames=32. Labels: --set finetune.label_column=label | labels | verb,noun. "
+        "overrides anything. Input sizes (data.num_frames, data.audio_seconds, crop), "
+        "train.batch_size, train.accum_steps and train.seed are kept from the checkpoint: the paper "
+        "finetunes on 32 frames (--set data.num_frames=32) with a global batch of 64. "
+        "Labels: --set finetune.label_column=label | labels | verb,noun. "
         "Validation during training uses one centre view per clip; `avmae evaluate RUN --data VAL` "
         "averages finetune.views (4) views.")
 
@@ -240,7 +243,7 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                 torch.manual_seed(step_seed(t.seed, step, d.rank))
                 generator = torch.Generator().manual_seed(
                     (step_seed(t.seed, step, d.rank) + AUGMENT_SALT) % 2**63)
-                losses = {"loss": 0.0}
+                losses = dict.fromkeys(LOSS_KEYS[task], 0.0)  # the same keys on every rank
                 for micro in range(t.accum_steps):
                     batch = next(batches)
                     _count(counts, batch, modalities)
@@ -263,7 +266,7 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                         check_finite(loss, step, d, run_dir)
                         (loss / t.accum_steps).backward()
                     for k, v in {"loss": loss, **parts}.items():
-                        losses[k] = losses.get(k, 0.0) + float(v.detach()) / t.accum_steps
+                        losses[k] += float(v.detach()) / t.accum_steps
                 if t.clip_grad > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
                 optimizer.step()

@@ -45,11 +45,11 @@ def video_tensor(frames: np.ndarray, cfg: DataConfig, *, train: bool,
         side = min(cfg.crop_size, H, W)
         top, left = centre_box(H, W, side)
     x = crop(frames, top, left, side)                     # uint8 (T, side, side, 3)
-    x = to_unit_range(x)                                  # float (T, 3, side, side)
-    x = resize(x, cfg.crop_size)                          # float (T, 3, S, S)
+    x = resize(x.permute(0, 3, 1, 2), cfg.crop_size)      # uint8 (T, 3, S, S): resizing bytes is
+    x = to_unit_range(x.permute(1, 0, 2, 3))              # ~4x cheaper; float (3, T, S, S)
     if train and cfg.flip and rng.random() < 0.5:
         x = horizontal_flip(x)
-    return x.permute(1, 0, 2, 3).contiguous()             # (3, T, S, S)
+    return x
 
 
 def jittered_side(short: int, crop_size: int, scale_min: float, scale_max: float,
@@ -75,16 +75,15 @@ def crop(frames: np.ndarray, top: int, left: int, side: int) -> torch.Tensor:
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (T, h, w, 3) -> float32 (T, 3, h, w), 0..255 -> -1..1."""
-    return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    """uint8 -> contiguous float32 of the same shape, 0..255 -> -1..1."""
+    return x.to(torch.float32, memory_format=torch.contiguous_format).div_(127.5).sub_(1.0)
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(T, 3, h, w) -> (T, 3, size, size), bilinear, antialiased when shrinking."""
+    """uint8 (T, 3, h, w) -> uint8 (T, 3, size, size), bilinear, antialiased when shrinking."""
     if x.shape[-2:] == (size, size):
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=True).clamp_(-1.0, 1.0)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
 
 def horizontal_flip(x: torch.Tensor) -> torch.Tensor:
