@@ -79,14 +79,14 @@ def embed(checkpoint: str, inputs: list[str], out: str, *, batch_size: int = 8,
             indices.append(batch["index"].numpy())
     index = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
     index, first = np.unique(index, return_index=True)        # evaluation ranks pad by wrapping
-    paths = np.array([str(dataset.clips[i].path) for i in index])
+    paths = np.array([str(dataset.paths[i]) for i in index])
     result = {"index": index, "path": paths}
     for m in model.modalities:
         if feats[m]:
             result[m] = np.concatenate(feats[m])[first]
             result[f"has_{m}"] = np.concatenate(present[m])[first]
     kept = set(index.tolist())
-    result["skipped"] = np.array([str(c.path) for i, c in enumerate(dataset.clips) if i not in kept])
+    result["skipped"] = np.array([str(p) for i, p in enumerate(dataset.paths) if i not in kept])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **result)
     return result
