@@ -166,3 +166,27 @@ def test_bad_arguments_exit_2_with_one_line(case, tiny_synth, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error" in err[0]
+
+
+def test_broken_media_never_stops_a_run_and_is_counted(tiny_synth, tmp_path):
+    """Zero-byte and garbage files among good clips, and a batch where every clip is broken."""
+    import csv
+    rows = list(csv.DictReader(open(tiny_synth / "train.csv")))[:4]
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "garbage.mp4").write_bytes(os.urandom(5000))
+    manifest = tmp_path / "mixed.csv"
+    with open(manifest, "w") as f:
+        f.write("path\n")
+        for r in rows:
+            f.write(f"{tiny_synth / r['path']}\n")
+        for _ in range(4):
+            f.write("empty.mp4\ngarbage.mp4\n")
+    run = tmp_path / "run"
+    # batch 4 over 12 clips: with data.shuffle off, the last batches hold only broken files
+    assert main(pretrain_args(manifest, run, "train.steps=3", "train.batch_size=4",
+                              "data.shuffle=false")) == 0
+    import json
+    ends = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+            if "epoch_end" in line]
+    assert ends and ends[0]["skipped"] == 8 and ends[0]["clips"] == 4
+    assert all(np.isfinite(v) for v in final_weights(run)["decoder.pred.audio.weight"].flatten().tolist()[:10])

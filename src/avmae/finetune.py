@@ -45,7 +45,7 @@ from .evaluate import (BEST_NAME, KIND, PRIMARY_METRIC, checkpoint_metadata, dat
 from .info import add_config_arguments
 from .init_from_pretrained import init_classifier_from_avmae
 from .optimization import build_optimizer, lr_at, scaled_lr, set_lr
-from .pretrain import _count, _epoch_summary, _zero_loss, model_inputs
+from .pretrain import _count, _epoch_summary, model_inputs, placeholder_batch
 from .training import (RunLog, StopRequest, Throughput, autocast, check_finite, load_resume,
                        resolve_budget, save_training_checkpoint, step_seed, write_config)
 
@@ -251,18 +251,18 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                     last_micro = micro == t.accum_steps - 1
                     sync = ddp.no_sync() if d.enabled and not last_micro else contextlib.nullcontext()
                     with sync:
-                        if len(batch["index"]) == 0:  # every clip of the batch was unreadable
-                            loss, parts = _zero_loss(model), {}
-                        else:
-                            inputs = model_inputs(batch, modalities, d.device)
-                            targets = soft_targets(batch["label"].to(d.device), task, classes)
-                            if "audio" in inputs:
-                                inputs["audio"] = augment_spectrogram(inputs["audio"], f, generator)
-                            inputs, targets, _, _ = mixup(inputs, targets, f.mixup_alpha, generator)
-                            targets = smooth(targets, f.label_smoothing)
-                            with autocast(t.amp, d.device):
-                                logits = forward(**inputs)
-                            loss, parts = classification_loss(logits, targets, task)
+                        empty = len(batch["index"]) == 0  # every clip unreadable
+                        batch = placeholder_batch(batch) if empty else batch
+                        inputs = model_inputs(batch, modalities, d.device)
+                        targets = soft_targets(batch["label"].to(d.device), task, classes)
+                        if "audio" in inputs:
+                            inputs["audio"] = augment_spectrogram(inputs["audio"], f, generator)
+                        inputs, targets, _, _ = mixup(inputs, targets, f.mixup_alpha, generator)
+                        targets = smooth(targets, f.label_smoothing)
+                        with autocast(t.amp, d.device):
+                            logits = forward(**inputs)
+                        loss, parts = classification_loss(logits, targets, task)
+                        loss = loss * (0.0 if empty else 1.0)
                         check_finite(loss, step, d, run_dir)
                         (loss / t.accum_steps).backward()
                     for k, v in {"loss": loss, **parts}.items():

@@ -135,16 +135,15 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
                     speed.add(len(batch["index"]))
                     last_micro = micro == t.accum_steps - 1
                     sync = ddp.no_sync() if d.enabled and not last_micro else contextlib.nullcontext()
+                    empty = len(batch["index"]) == 0
+                    batch = placeholder_batch(batch) if empty else batch
                     with sync:
-                        if len(batch["index"]) == 0:  # every clip of the batch was unreadable
-                            result, loss = {}, _zero_loss(model)
-                        else:
-                            inputs = model_inputs(batch, modalities, d.device)
-                            noise = masking_noise(model, inputs, batch["index"], t.seed, step)
-                            present = {m: batch[f"has_{m}"].to(d.device) for m in modalities}
-                            with autocast(t.amp, d.device):
-                                result = forward(**inputs, noise=noise, present=present)
-                            loss = result["loss"]
+                        inputs = model_inputs(batch, modalities, d.device)
+                        noise = masking_noise(model, inputs, batch["index"], t.seed, step)
+                        present = {m: batch[f"has_{m}"].to(d.device) for m in modalities}
+                        with autocast(t.amp, d.device):
+                            result = forward(**inputs, noise=noise, present=present)
+                        loss = result["loss"] * (0.0 if empty else 1.0)
                         check_finite(loss, step + 1, d, run_dir)
                         (loss / t.accum_steps).backward()
                     for k in losses:
@@ -190,10 +189,14 @@ def _count(counts: dict, batch: dict, modalities: list[str]) -> None:
         counts[f"filled_{m}"] += int((~batch[f"has_{m}"]).sum())
 
 
-def _zero_loss(model: torch.nn.Module) -> torch.Tensor:
-    """A batch whose clips were all unreadable: a zero loss that still reaches every parameter,
-    so DDP's gradient all-reduce happens on every rank."""
-    return sum(p.sum() for p in model.parameters()) * 0.0
+def placeholder_batch(batch: dict) -> dict:
+    """For a batch whose clips were all unreadable: one all-zero clip, flagged as missing both
+    modalities. It goes through the model like any batch (so DDP's gradient all-reduce happens
+    on every rank) and the loop scales its loss to zero."""
+    out = {k: torch.zeros((1,) + tuple(v.shape[1:]), dtype=v.dtype) if torch.is_tensor(v) else v
+           for k, v in batch.items()}
+    out["index"] = torch.full((1,), -1, dtype=torch.int64)
+    return out
 
 
 def _epoch_summary(counts: dict, epoch: int, d: distributed.Dist, log: RunLog) -> None:
