@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import pytest
 import torch
 
 from avmae.augment import (augment_spectrogram, mixup, one_hot, sample_mixup, smooth_labels, spec_augment,

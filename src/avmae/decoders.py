@@ -12,7 +12,6 @@ Each modality always has its own output head `pred.<modality>` (official release
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .config import ModelConfig

@@ -46,8 +46,9 @@ from .info import add_config_arguments
 from .init_from_pretrained import init_classifier_from_avmae
 from .optimization import build_optimizer, lr_at, scaled_lr, set_lr
 from .pretrain import _count, _epoch_summary, model_inputs, placeholder_batch
-from .training import (RunLog, StopRequest, Throughput, autocast, check_finite, load_resume,
-                       resolve_budget, save_training_checkpoint, step_seed, write_config)
+from .training import (RunLog, StopRequest, Throughput, apply_gradients, autocast, check_finite,
+                       load_resume, log_step, resolve_budget, save_training_checkpoint, step_seed,
+                       write_config)
 
 # Finetuning's recipe replaces the pretraining one the checkpoint carries (Table 16).
 FINETUNE_DEFAULTS = {
@@ -263,24 +264,13 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                             logits = forward(**inputs)
                         loss, parts = classification_loss(logits, targets, task)
                         loss = loss * (0.0 if empty else 1.0)
-                        check_finite(loss, step, d, run_dir)
+                        check_finite(loss, step + 1, d, run_dir)
                         (loss / t.accum_steps).backward()
                     for k, v in {"loss": loss, **parts}.items():
                         losses[k] += float(v.detach()) / t.accum_steps
-                if t.clip_grad > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                apply_gradients(model, optimizer, t.clip_grad)
                 step += 1
-                if step % t.log_every == 0 or step == budget.total_steps or step == 1:
-                    reduced = distributed.all_reduce_sum(list(losses.values()), d)
-                    record = {"step": step, "epoch": epoch, "lr": lr,
-                              **{k: v / d.world_size for k, v in zip(losses, reduced)},
-                              "clips_per_s": speed.rate() * d.world_size}
-                    log.write(record)
-                    log.progress(0, **{k: v for k, v in record.items() if k.startswith("loss")},
-                                 lr=lr, clips_s=record["clips_per_s"])
-                log.progress(1)
+                log_step(log, d, t, budget, step, epoch, lr, losses, speed)
                 stop_now = distributed.any_rank(stop.requested, d)
                 if step % t.checkpoint_every == 0 or step == budget.total_steps or stop_now:
                     # A stop request (preemption) saves at once; validation waits for the resume.

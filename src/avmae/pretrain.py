@@ -23,8 +23,9 @@ from .info import add_config_arguments
 from .masking import sample_noise
 from .model import AVMAE
 from .optimization import build_optimizer, lr_at, param_groups_weight_decay, scaled_lr, set_lr
-from .training import (RunLog, StopRequest, Throughput, autocast, check_finite, load_resume,
-                       resolve_budget, save_training_checkpoint, step_seed, write_config)
+from .training import (RunLog, StopRequest, Throughput, apply_gradients, autocast, check_finite,
+                       load_resume, log_step, resolve_budget, save_training_checkpoint, step_seed,
+                       write_config)
 
 KIND = "avmae_pretrain"
 MODALITY_SEED = {"audio": 1, "video": 2}
@@ -149,20 +150,9 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
                     for k in losses:
                         if k in result:
                             losses[k] += float(result[k].detach()) / t.accum_steps
-                if t.clip_grad > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.clip_grad)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                apply_gradients(model, optimizer, t.clip_grad)
                 step += 1
-                if step % t.log_every == 0 or step == budget.total_steps or step == 1:
-                    reduced = distributed.all_reduce_sum(list(losses.values()), d)
-                    record = {"step": step, "epoch": epoch, "lr": lr,
-                              **{k: v / d.world_size for k, v in zip(losses, reduced)},
-                              "clips_per_s": speed.rate() * d.world_size}
-                    log.write(record)
-                    log.progress(0, **{k: v for k, v in record.items() if k.startswith("loss")},
-                                 lr=lr, clips_s=record["clips_per_s"])
-                log.progress(1)
+                log_step(log, d, t, budget, step, epoch, lr, losses, speed)
                 stop_now = distributed.any_rank(stop.requested, d)
                 if step % t.checkpoint_every == 0 or step == budget.total_steps or stop_now:
                     _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch)

@@ -141,6 +141,30 @@ class Throughput:
         return r
 
 
+def apply_gradients(model: torch.nn.Module, optimizer: torch.optim.Optimizer, clip_grad: float) -> None:
+    """Clip the gradient norm (finetuning: 1.0), step, and clear the gradients."""
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def log_step(log: RunLog, d: Dist, train: TrainConfig, budget: Budget, step: int, epoch: int,
+             lr: float, losses: dict[str, float], speed: Throughput) -> None:
+    """Every `log_every` steps (and the first and last): losses averaged over ranks, lr and
+    clips/s to the metrics log and the progress bar."""
+    if step % train.log_every == 0 or step == budget.total_steps or step == 1:
+        from .distributed import all_reduce_sum
+        reduced = all_reduce_sum(list(losses.values()), d)
+        record = {"step": step, "epoch": epoch, "lr": lr,
+                  **{k: v / d.world_size for k, v in zip(losses, reduced)},
+                  "clips_per_s": speed.rate() * d.world_size}
+        log.write(record)
+        log.progress(0, **{k: v for k, v in record.items() if k.startswith("loss")},
+                     lr=lr, clips_s=record["clips_per_s"])
+    log.progress(1)
+
+
 def save_training_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, cfg: Config, kind: str,
                              optimizer: torch.optim.Optimizer, extra: dict | None = None,
                              extra_metadata: dict | None = None) -> Path:
