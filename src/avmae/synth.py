@@ -65,6 +65,14 @@ CENTRE_BOX = (0.4, 0.6)
 RADIUS_RANGE = (0.13, 0.17)
 EVENT_SWELL = 0.3               # radius x (1 + 0.3) at an event onset
 FLASH = 0.6                     # colour moves 60 % of the way to white / black at an onset
+EVENT_SECONDS = (0.12, 0.3)     # length of an event's sound (and the time scale of its swell)
+EVENT_GAP = (0.4, 1.0)          # seconds between onsets
+DECAY = 0.4                     # an event's envelope decays as exp(-t / (DECAY x its length))
+TEXTURE_AMP = (0.03, 0.1)       # background texture amplitude (RGB units)
+STRIPE_AMP = (0.0, 0.06)        # drifting stripe distractor amplitude
+FRAME_NOISE = (0.005, 0.03)     # per-pixel noise std
+NOISE_LEVEL = (0.003, 0.03)     # audio background noise std, relative to an event
+HUM_LEVEL = (0.03, 0.12)        # mains hum amplitude, when the clip has one (half of them)
 
 
 def class_parts(k: int) -> tuple[int, int]:
@@ -163,11 +171,11 @@ def _event_frames(rng: np.random.Generator, seconds: float, fps: int) -> list[in
     preset) hears at least two events, so the timbre is always audible."""
     frames: list[int] = []
     t = rng.uniform(0.15, 0.6)
-    while t <= seconds - 0.35:
+    while t <= seconds - EVENT_SECONDS[1] - 0.05:
         n = int(round(t * fps))
         if not frames or n > frames[-1]:
             frames.append(n)
-        t += rng.uniform(0.4, 1.0)
+        t += rng.uniform(*EVENT_GAP)
     return frames
 
 
@@ -202,17 +210,17 @@ def clip_spec(seed: int, index: int, label: int, *, seconds: float = DEFAULTS["s
     return ClipSpec(
         seed=seed, index=index, label=label, seconds=seconds, size=size, fps=fps,
         event_frames=tuple(frames),
-        event_durations=tuple(float(x) for x in rng.uniform(0.12, 0.3, n)),
+        event_durations=tuple(float(x) for x in rng.uniform(*EVENT_SECONDS, n)),
         event_gains=tuple(float(x) for x in rng.uniform(0.6, 1.0, n)),
         background=tuple(float(x) for x in background),
         colour=tuple(float(x) for x in colour),
         flash_to=1.0 if dark else 0.0,
-        texture_amp=float(rng.uniform(0.03, 0.1)),
-        stripe_amp=float(rng.uniform(0.0, 0.06)),
+        texture_amp=float(rng.uniform(*TEXTURE_AMP)),
+        stripe_amp=float(rng.uniform(*STRIPE_AMP)),
         stripe_period=float(rng.uniform(0.1, 0.3) * size),
         stripe_angle=float(rng.uniform(0, np.pi)),
         stripe_drift=float(rng.uniform(-3, 3)),
-        frame_noise=float(rng.uniform(0.005, 0.03)),
+        frame_noise=float(rng.uniform(*FRAME_NOISE)),
         centre=(float(rng.uniform(lo, hi) * size), float(rng.uniform(lo, hi) * size)),
         velocity=(float(speed * np.cos(direction)), float(speed * np.sin(direction))),
         radius=float(rng.uniform(*RADIUS_RANGE) * size),
@@ -224,8 +232,8 @@ def clip_spec(seed: int, index: int, label: int, *, seconds: float = DEFAULTS["s
         pitch_jitter=tuple(float(2 ** x) for x in rng.uniform(-0.1, 0.1, n)),
         chirp_up=bool(rng.random() < 0.5),
         pan=float(rng.uniform(-0.7, 0.7)),
-        noise_level=float(rng.uniform(0.003, 0.03)),
-        hum=float(rng.uniform(0.03, 0.12)) if rng.random() < 0.5 else 0.0,
+        noise_level=float(rng.uniform(*NOISE_LEVEL)),
+        hum=float(rng.uniform(*HUM_LEVEL)) if rng.random() < 0.5 else 0.0,
         hum_hz=float(rng.uniform(50, 100)),
         peak=float(rng.uniform(0.3, 0.9)),
     )
@@ -273,7 +281,7 @@ def event_envelope(spec: ClipSpec, times: np.ndarray) -> np.ndarray:
     v = np.zeros_like(times)
     for n, d in zip(spec.event_frames, spec.event_durations):
         dt = times - n / spec.fps
-        v = np.maximum(v, np.where(dt >= -1e-9, np.exp(-np.clip(dt, 0, None) / (0.4 * d)), 0.0))
+        v = np.maximum(v, np.where(dt >= -1e-9, np.exp(-np.clip(dt, 0, None) / (DECAY * d)), 0.0))
     return v
 
 
@@ -344,7 +352,7 @@ def render_audio(spec: ClipSpec) -> np.ndarray:
         wave = _burst(spec.timbre, spec.pitch * j, d, sr, spec.chirp_up, rng)
         t = np.arange(len(wave)) / sr
         # 5 ms attack (the onset), exponential decay, 10 ms fade so the burst ends at zero
-        env = np.minimum(t / 0.005, 1) * np.exp(-t / (0.4 * d)) * np.minimum((d - t) / 0.01, 1)
+        env = np.minimum(t / 0.005, 1) * np.exp(-t / (DECAY * d)) * np.minimum((d - t) / 0.01, 1)
         start = int(round(n / spec.fps * sr))
         stop = min(S, start + len(wave))
         events[start:stop] += (g * env * wave)[: stop - start]
