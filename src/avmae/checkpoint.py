@@ -66,16 +66,21 @@ def save_checkpoint(run_dir: str | Path, step: int, state_dict: dict[str, torch.
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    link_tmp = root / ".last.tmp"
-    if link_tmp.is_symlink() or link_tmp.exists():
-        link_tmp.unlink()
-    link_tmp.symlink_to(name)
-    os.replace(link_tmp, root / "last")
-    _fsync_dir(root)
+    point_link(root, "last", name)
     steps = sorted(p for p in root.glob("step_*") if (p / "COMPLETE").exists())
     for old in steps[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def point_link(root: Path, link: str, target: str) -> None:
+    """Make root/link a symbolic link to root/target, atomically (a temporary link, renamed)."""
+    tmp = root / f".{link}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(target)
+    os.replace(tmp, root / link)
+    _fsync_dir(root)
 
 
 def last_checkpoint(run_dir: str | Path) -> Path | None:

@@ -35,7 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .augment import augment_spectrogram, mixup, one_hot, smooth_labels
-from .checkpoint import _fsync_dir, _fsync_file, last_checkpoint, load_weights
+from .checkpoint import _fsync_dir, _fsync_file, last_checkpoint, load_weights, point_link
 from .classifier import build_classifier, param_groups_lrd
 from .config import Config, ConfigError, build_config, parse_overrides, set_value
 from .data.dataset import build_dataset, build_loader
@@ -388,12 +388,7 @@ def save_best(run_dir: Path, ckpt: Path, step: int, scores: dict) -> Path:
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    link_tmp = root / ".best.tmp"
-    if link_tmp.is_symlink() or link_tmp.exists():
-        link_tmp.unlink()
-    link_tmp.symlink_to(name)
-    os.replace(link_tmp, root / BEST_NAME)
-    _fsync_dir(root)
+    point_link(root, BEST_NAME, name)
     for old in root.glob("best_*"):
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
