@@ -73,6 +73,9 @@ STRIPE_AMP = (0.0, 0.06)        # drifting stripe distractor amplitude
 FRAME_NOISE = (0.005, 0.03)     # per-pixel noise std
 NOISE_LEVEL = (0.003, 0.03)     # audio background noise std, relative to an event
 HUM_LEVEL = (0.03, 0.12)        # mains hum amplitude, when the clip has one (half of them)
+BACKGROUND_SATURATION = (0.2, 0.8)
+OBJECT_SATURATION = (0.3, 1.0)
+PITCH_OCTAVES = 1.3             # base pitch 400 Hz x 2 ** U(0, PITCH_OCTAVES)
 
 
 def class_parts(k: int) -> tuple[int, int]:
@@ -198,9 +201,9 @@ def clip_spec(seed: int, index: int, label: int, *, seconds: float = DEFAULTS["s
     n = len(frames)
     dark = rng.random() < 0.5          # a dark background gets a light object, and vice versa
     while True:                        # redraw until the object stands out in brightness too
-        background = _hsv_to_rgb(rng.random(), rng.uniform(0.2, 0.8),
+        background = _hsv_to_rgb(rng.random(), rng.uniform(*BACKGROUND_SATURATION),
                                  rng.uniform(0.1, 0.3) if dark else rng.uniform(0.7, 0.9))
-        colour = _hsv_to_rgb(rng.random(), rng.uniform(0.3, 1.0),
+        colour = _hsv_to_rgb(rng.random(), rng.uniform(*OBJECT_SATURATION),
                              rng.uniform(0.75, 1.0) if dark else rng.uniform(0.05, 0.3))
         if abs(_luma(colour) - _luma(background)) >= 0.3:
             break
@@ -228,7 +231,7 @@ def clip_spec(seed: int, index: int, label: int, *, seconds: float = DEFAULTS["s
         spin=float(rng.uniform(-1.0, 1.0)),
         sample_rate=int(rng.choice(SAMPLE_RATES)),
         channels=2 if rng.random() < 0.3 else 1,
-        pitch=float(400 * 2 ** rng.uniform(0, 1.3)),        # 400-985 Hz
+        pitch=float(400 * 2 ** rng.uniform(0, PITCH_OCTAVES)),
         pitch_jitter=tuple(float(2 ** x) for x in rng.uniform(-0.1, 0.1, n)),
         chirp_up=bool(rng.random() < 0.5),
         pan=float(rng.uniform(-0.7, 0.7)),
