@@ -1,0 +1,298 @@
+"""`avmae reproduce TABLE`: run the grid of one of the paper's ablation tables at a chosen scale.
+
+    avmae reproduce 3 [--data DIR] [--out OUT] [--preset tiny-4l-cpu] [--pretrain-steps N]
+                      [--finetune-steps N] [--set key=value ...] [--finetune-set key=value ...]
+
+For every row of the table an AV-MAE is pretrained with the row's settings (`avmae pretrain`), then
+finetuned the way the table reports (`avmae finetune`: audio-only AST, video-only ViViT and/or
+audiovisual MBT columns) and evaluated on the test split (`avmae evaluate`, the last checkpoint, one
+centre view). OUT/table_N.md holds the measured numbers beside the paper's; OUT/table_N.json the
+numbers. Each command is printed before it runs; a cell already measured in OUT is reused, so an
+interrupted run continues where it stopped.
+
+    table  varies                                       finetuning columns   paper setting
+    1      encoder x decoder (Sec. 3.2-3.3)             audio, video, av     joint objective
+    2      objective (Sec. 3.4)                         audio, video, av     early fusion, shared decoder
+    3      AudioMAE / VideoMAE / AV-MAE                 audio, video, av     (a unimodal MAE initialises
+                                                                             both MBT streams)
+    8      video x audio mask ratios                    av                   separate enc., shared dec.
+    9      audio mask ratio, audio-only pretraining     audio                separate enc., shared dec.
+    10     video mask ratio, video-only pretraining     video                separate enc., shared dec.
+    13     S, joint layers of mid-fusion                av                   shared decoder
+
+Data: `--data DIR` holding shards (DIR/shards/{train,test}, as `avmae quickstart` writes them, or
+DIR/shards_{train,test}) or manifests (DIR/train.csv and DIR/test.csv, prepared into OUT/shards
+first). Without --data, the synthetic dataset is generated into OUT/data. Rows the paper lists but
+the chosen model cannot have (for example S = 4 joint layers in a 4-layer encoder, which leaves no
+separate layer) are marked impossible and skipped, with the reason.
+
+Small numbers are expected: the paper's are ViT-B after 400 epochs on VGGSound; at the default
+scale (the 4-layer CPU preset, minutes of CPU) the grid shows how the code runs each ablation, not
+the paper's accuracy. The finetuning recipe is the quickstart's small-scale one (`--finetune-set`
+adds to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ConfigError, PRESETS, build_config
+from .quickstart import FINETUNE_RECIPE, PRETRAIN_RECIPE, avmae
+
+COLUMN_TITLES = {"audio": "Audio-only", "video": "Video-only", "av": "Audiovisual"}
+
+
+@dataclass
+class Row:
+    label: str
+    sets: list[str]                      # pretraining overrides of this row
+    paper: dict[str, float]              # column -> the paper's number
+
+
+@dataclass
+class Table:
+    caption: str
+    columns: list[str]
+    rows: list[Row]
+    sets: list[str] = field(default_factory=list)   # pretraining overrides shared by every row
+
+
+def _row(label: str, sets: list[str], columns: list[str], numbers: list[float]) -> Row:
+    return Row(label, sets, dict(zip(columns, numbers)))
+
+
+AVC = ["audio", "video", "av"]
+TABLES: dict[int, Table] = {
+    1: Table("Table 1. Pretraining architectures (joint reconstruction objective)", AVC, [
+        _row("Early fusion / Shared", ["model.encoder=early", "model.decoder=shared"], AVC, [55.5, 46.5, 62.2]),
+        _row("Early fusion / Separate", ["model.encoder=early", "model.decoder=separate"], AVC, [55.7, 43.6, 61.1]),
+        _row("Separate / Shared", ["model.encoder=separate", "model.decoder=shared"], AVC, [55.4, 48.9, 63.0]),
+        _row("Shared / Separate", ["model.encoder=shared", "model.decoder=separate"], AVC, [55.4, 45.9, 61.3]),
+        _row("Mid-fusion / Shared", ["model.encoder=mid", "model.decoder=shared"], AVC, [55.8, 48.5, 63.5]),
+        _row("Mid-fusion / Early (joint)", ["model.encoder=mid", "model.decoder=joint"], AVC, [55.5, 48.5, 63.3]),
+    ], sets=["model.objective=joint"]),
+    2: Table("Table 2. Pretraining objectives (early fusion encoder, shared decoder)", AVC, [
+        _row("Joint reconstruction", ["model.objective=joint"], AVC, [55.5, 46.5, 62.2]),
+        _row("Inpainting (video from audio)", ["model.objective=inpaint_video_from_audio"], AVC, [51.5, 39.9, 58.4]),
+        _row("Inpainting (audio from video)", ["model.objective=inpaint_audio_from_video"], AVC, [52.5, 38.1, 58.2]),
+        _row("Inpainting (both modalities)", ["model.objective=inpaint_both"], AVC, [54.1, 38.6, 58.4]),
+    ], sets=["model.encoder=early", "model.decoder=shared"]),
+    3: Table("Table 3. Single-modality and audiovisual pretraining", AVC, [
+        _row("AudioMAE", ["model.modalities=audio"], AVC, [55.7, 42.1, 58.3]),
+        _row("VideoMAE", ["model.modalities=video"], AVC, [52.8, 49.3, 62.1]),
+        _row("Audiovisual MAE", ["model.modalities=audio_video"], AVC, [55.8, 48.5, 63.5]),
+    ]),
+    8: Table("Table 8. Mask ratios, audiovisual pretraining (separate encoders, shared decoder); "
+             "audiovisual finetuning", ["av"], [
+        _row(f"video {v} / audio {a}", [f"model.mask_ratio_video={v}", f"model.mask_ratio_audio={a}"],
+             ["av"], [acc])
+        for v, accs in ((0.7, (62.4, 63.4, 62.2, 61.6)), (0.9, (63.3, 63.0, 63.5, 62.3)),
+                        (0.95, (63.0, 63.0, 63.0, 62.8)))
+        for a, acc in zip((0.3, 0.5, 0.7, 0.8), accs)
+    ], sets=["model.encoder=separate", "model.decoder=shared"]),
+    9: Table("Table 9. Audio mask ratio, audio-only pretraining and finetuning", ["audio"], [
+        _row(f"audio {a}", [f"model.mask_ratio_audio={a}"], ["audio"], [acc])
+        for a, acc in ((0.3, 55.1), (0.5, 55.7), (0.7, 55.5), (0.8, 55.3))
+    ], sets=["model.modalities=audio", "model.encoder=separate", "model.decoder=shared"]),
+    10: Table("Table 10. Video mask ratio, video-only pretraining and finetuning", ["video"], [
+        _row(f"video {v}", [f"model.mask_ratio_video={v}"], ["video"], [acc])
+        for v, acc in ((0.7, 49.1), (0.9, 49.3), (0.95, 49.5))
+    ], sets=["model.modalities=video", "model.encoder=separate", "model.decoder=shared"]),
+    13: Table("Table 13. S, the joint layers of the mid-fusion encoder (12-layer ViT-B in the "
+              "paper); audiovisual finetuning", ["av"], [
+        _row(f"S = {s}", [f"model.fusion_layers={s}"], ["av"], [acc])
+        for s, acc in ((1, 63.4), (2, 63.5), (3, 63.2), (4, 63.1))
+    ], sets=["model.encoder=mid", "model.decoder=shared"]),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", type=int, metavar="TABLE", help=f"one of {', '.join(map(str, TABLES))}")
+    parser.add_argument("--data", default=None, metavar="DIR",
+                        help="DIR/shards/{train,test}, DIR/shards_{train,test} or DIR/{train,test}.csv "
+                             "(default: generate the synthetic dataset into OUT/data)")
+    parser.add_argument("--out", default=None, help="results folder (default ./reproduce)")
+    parser.add_argument("--preset", default="tiny-4l-cpu", help="model and input sizes (default %(default)s)")
+    parser.add_argument("--pretrain-steps", type=int, default=300, help="per row (default %(default)s)")
+    parser.add_argument("--finetune-steps", type=int, default=200, help="per cell (default %(default)s)")
+    parser.add_argument("--clips", type=int, default=400, help="synthetic clips when --data is not given")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="pretraining config override for every row (after the table's fixed "
+                             "settings, before the row's own)")
+    parser.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="finetuning override (after the small-scale recipe)")
+
+
+def run(args: argparse.Namespace) -> int:
+    reproduce(args.table, data=args.data, out=Path(args.out or "reproduce"), preset=args.preset,
+              pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
+              overrides=args.overrides, finetune_overrides=args.finetune_overrides, clips=args.clips)
+    return 0
+
+
+def _sets(items: list[str]) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def impossible(preset: str, sets: list[str]) -> str | None:
+    """Why a row's config cannot be built (the config's own one-line refusal), or None."""
+    try:
+        build_config(preset, sets)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def find_data(data: str | None, out: Path, preset: str, overrides: list[str], clips: int,
+              seed: int = 0) -> tuple[Path, Path]:
+    """(train shards, test shards): found in --data, prepared from its manifests, or made here."""
+    if data is not None:
+        root = Path(data)
+        if not root.is_dir():
+            raise ConfigError(f"--data {root} is not a folder with shards or train.csv/test.csv")
+        for train, test in ((root / "shards" / "train", root / "shards" / "test"),
+                            (root / "shards_train", root / "shards_test")):
+            if (train / "meta.json").exists() and (test / "meta.json").exists():
+                return train, test
+        if not ((root / "train.csv").exists() and (root / "test.csv").exists()):
+            raise ConfigError(f"--data {root} holds neither shards (shards/train, shards/test) nor "
+                              "train.csv and test.csv")
+        manifests = root
+    else:
+        manifests = out / "data"
+        if not (manifests / "test.csv").exists():
+            avmae(["synth", str(manifests), "--clips", str(clips), "--seed", str(seed)])
+    shards = out / "shards"
+    data_sets = [s for s in overrides if s.startswith("data.")]  # what shapes the shards
+    for split in ("train", "test"):
+        if not (shards / split / "meta.json").exists():
+            avmae(["prepare", str(manifests / f"{split}.csv"), "--out", str(shards / split),
+                   "--preset", preset, "--overwrite", *_sets(data_sets)])
+    return shards / "train", shards / "test"
+
+
+def _slug(label: str) -> str:
+    """A row's folder name: 'video 0.9 / audio 0.5' -> 'video_0.9_audio_0.5'."""
+    return re.sub(r"[^a-z0-9.]+", "_", label.lower()).strip("_")
+
+
+def reproduce(number: int, *, data: str | None = None, out: Path = Path("reproduce"),
+              preset: str = "tiny-4l-cpu", pretrain_steps: int = 300, finetune_steps: int = 200,
+              overrides: list[str] | None = None, finetune_overrides: list[str] | None = None,
+              clips: int = 400) -> dict:
+    """Run table `number`'s grid; returns {row label: {column: accuracy % | None}}."""
+    from .evaluate import evaluate_checkpoint
+    if number not in TABLES:
+        raise ConfigError(f"table {number} is not one of {', '.join(map(str, TABLES))} (the paper's "
+                          "ablations: 1, 2, 3, 8-10, 13)")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    if pretrain_steps < 1 or finetune_steps < 1:
+        raise ConfigError("--pretrain-steps and --finetune-steps must be >= 1")
+    overrides, finetune_overrides = list(overrides or []), list(finetune_overrides or [])
+    table = TABLES[number]
+    build_config(preset, [*table.sets, *overrides])  # a bad --set fails now, not after an hour
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    train, test = find_data(data, out, preset, overrides, clips)
+
+    results: dict[str, dict[str, float | None]] = {}
+    notes: dict[str, str] = {}
+    for i, row in enumerate(table.rows, 1):
+        sets = [*PRETRAIN_RECIPE, *table.sets, *overrides, *row.sets]  # the row's own setting wins
+        print(f"\n=== table {number}, row {i}/{len(table.rows)}: {row.label} "
+              f"({time.perf_counter() - start:.0f} s so far)", flush=True)
+        why = impossible(preset, sets)
+        if why is not None:
+            print(f"impossible with preset {preset}: {why}", flush=True)
+            notes[row.label] = why
+            results[row.label] = {c: None for c in table.columns}
+            continue
+        row_dir = out / "runs" / _slug(row.label)
+        pretrained = row_dir / "pretrain"
+        if not (pretrained / "checkpoints" / "last" / "model.safetensors").exists():
+            avmae(["pretrain", "--preset", preset, "--data", str(train), "--out", str(pretrained),
+                   *_sets([*sets, f"train.steps={pretrain_steps}",
+                           f"train.checkpoint_every={pretrain_steps}"])])
+        results[row.label] = {}
+        for column in table.columns:
+            results[row.label][column] = _cell(row_dir, pretrained, column, train, test,
+                                               finetune_steps, finetune_overrides, evaluate_checkpoint)
+        _write(number, table, results, notes, out, preset, pretrain_steps, finetune_steps,
+               overrides, finetune_overrides, time.perf_counter() - start)
+    path = _write(number, table, results, notes, out, preset, pretrain_steps, finetune_steps,
+                  overrides, finetune_overrides, time.perf_counter() - start)
+    print("\n" + path.read_text(), flush=True)
+    return results
+
+
+def _cell(row_dir: Path, pretrained: Path, column: str, train: Path, test: Path, steps: int,
+          finetune_overrides: list[str], evaluate_checkpoint) -> float:
+    """Finetune one column from the row's pretrained model, evaluate its last checkpoint."""
+    run_dir = row_dir / column
+    done = run_dir / "test_metrics.json"
+    if done.exists():
+        return json.loads(done.read_text())["top1_percent"]
+    if run_dir.exists():  # an interrupted finetuning: start the cell again
+        import shutil
+        shutil.rmtree(run_dir)
+    avmae(["finetune", "--init", str(pretrained), "--modality", column, "--data", str(train),
+           "--val", str(test), "--out", str(run_dir),
+           *_sets([*FINETUNE_RECIPE, f"train.steps={steps}", f"train.checkpoint_every={steps}",
+                   *finetune_overrides])])
+    last = run_dir / "checkpoints" / "last"
+    print("$ avmae evaluate " + shlex.join([str(last), "--data", str(test), "--views", "1"]), flush=True)
+    metrics = evaluate_checkpoint(last, test, views=1)
+    print(json.dumps(metrics), flush=True)
+    value = round(100.0 * metrics["top1"], 2)
+    done.write_text(json.dumps({**metrics, "top1_percent": value}) + "\n")
+    return value
+
+
+def markdown(number: int, table: Table, results: dict, notes: dict, preset: str,
+             pretrain_steps: int, finetune_steps: int, overrides: list[str],
+             finetune_overrides: list[str], seconds: float) -> str:
+    head = " | ".join(f"{COLUMN_TITLES[c]} (measured / paper)" for c in table.columns)
+    lines = [f"# {table.caption}", "",
+             f"Measured: top-1 % on the test split, preset `{preset}`, {pretrain_steps} pretraining "
+             f"and {finetune_steps} finetuning steps per model, last checkpoint, one centre view. "
+             f"Paper: ViT-B, 400 pretraining epochs on VGGSound, top-1 %.", "",
+             f"| Row | {head} |", "| --- | " + " | ".join("---:" for _ in table.columns) + " |"]
+    for row in table.rows:
+        got = results.get(row.label)
+        cells = []
+        for c in table.columns:
+            value = None if got is None else got.get(c)
+            shown = "impossible" if row.label in notes else ("..." if value is None else f"{value:.1f}")
+            cells.append(f"{shown} / {row.paper[c]:.1f}")
+        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "Impossible rows:"] + [f"- {label}: {why}" for label, why in notes.items()]
+    lines += ["", f"Pretraining overrides (every row): `{' '.join(table.sets + overrides) or 'none'}`; "
+              f"small-scale recipes: pretraining `{' '.join(PRETRAIN_RECIPE)}`, finetuning "
+              f"`{' '.join(FINETUNE_RECIPE + finetune_overrides)}`.",
+              f"Command: `avmae reproduce {number} --preset {preset} --pretrain-steps {pretrain_steps} "
+              f"--finetune-steps {finetune_steps}" + "".join(f" --set {s}" for s in overrides)
+              + "".join(f" --finetune-set {s}" for s in finetune_overrides)
+              + f"`; wall time {seconds / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
+def _write(number, table, results, notes, out, preset, pretrain_steps, finetune_steps, overrides,
+           finetune_overrides, seconds) -> Path:
+    text = markdown(number, table, results, notes, preset, pretrain_steps, finetune_steps,
+                    overrides, finetune_overrides, seconds)
+    path = out / f"table_{number}.md"
+    path.write_text(text)
+    paper = {row.label: row.paper for row in table.rows}
+    (out / f"table_{number}.json").write_text(json.dumps(
+        {"table": number, "measured": results, "paper": paper, "impossible": notes,
+         "preset": preset, "pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps,
+         "seconds": round(seconds, 1)}, indent=2) + "\n")
+    return path
