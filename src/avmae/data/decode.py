@@ -98,7 +98,7 @@ def read_clip(path, cfg: DataConfig, *, rng: np.random.Generator | None = None,
     if os.path.getsize(path) == 0:
         raise MediaError(f"{path}: zero bytes")
     try:
-        container = av.open(path, timeout=(OPEN_TIMEOUT, READ_TIMEOUT), metadata_errors="replace")
+        container = _open(path)
     except _DECODE_ERRORS as err:
         raise MediaError(f"{path}: cannot open: {err}") from None
     with container:
@@ -108,6 +108,15 @@ def read_clip(path, cfg: DataConfig, *, rng: np.random.Generator | None = None,
             raise
         except _HEADER_ERRORS as err:  # a broken index or header (e.g. no time base) found late
             raise MediaError(f"{path}: {type(err).__name__}: {err}") from None
+
+
+def _open(path: str):
+    """av.open with a read timeout; undecodable metadata text is replaced, not fatal (PyAV < 19
+    needs `metadata_errors` for that; PyAV 19 dropped the argument)."""
+    try:
+        return av.open(path, timeout=(OPEN_TIMEOUT, READ_TIMEOUT), metadata_errors="replace")
+    except TypeError:
+        return av.open(path, timeout=(OPEN_TIMEOUT, READ_TIMEOUT))
 
 
 # ---- the steps of read_clip ---------------------------------------------------------------------
