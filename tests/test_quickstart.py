@@ -50,6 +50,11 @@ def test_fast_quickstart_runs_every_stage_and_writes_results(tmp_path, capsys):
             cfg = json.loads((runs / f"{init}_{m}" / "config.json").read_text())
             assert cfg["finetune"]["modality"] == m
             assert cfg["train"]["steps"] == quickstart.FAST.finetune_steps
+    # pretraining saw every training clip, finetuning only the labelled subset
+    assert f"--data {out / 'shards' / 'labelled'}" in printed
+    assert re.search(rf"avmae pretrain .*--data {out / 'shards' / 'train'} ", printed)
+    meta = {s: json.loads((out / "shards" / s / "meta.json").read_text()) for s in ("train", "labelled")}
+    assert meta["labelled"]["clips"] == 8 * quickstart.FAST.labelled_per_class < meta["train"]["clips"]
     log = (runs / "avmae_av" / "metrics.jsonl").read_text()
     assert str(runs / "avmae") in printed and "val_top1" in log
 
@@ -67,6 +72,22 @@ def test_table_and_verdict_report_the_two_claims():
     assert "Random init: audiovisual 60.0 > max(audio 40.0, video 35.0)" in verdict
     assert "AV-MAE: audiovisual 48.0 is NOT above max(audio 45.0, video 50.0)" in verdict
     assert "-12.0 points" in verdict
+
+
+def test_labelled_subset_keeps_the_first_clips_of_each_class(tmp_path):
+    (tmp_path / "data").mkdir()
+    rows = [("a.mp4", "x"), ("b.mp4", "y"), ("c.mp4", "x"), ("d.mp4", "x"), ("e.mp4", "y"), ("f.mp4", "z")]
+    (tmp_path / "data" / "train.csv").write_text(
+        "path,label,verb\n" + "".join(f"clips/{p},{lab},v\n" for p, lab in rows))
+    kept = quickstart.labelled_subset(tmp_path / "data" / "train.csv", tmp_path / "data" / "l.csv", 2)
+    assert kept == 5
+    assert (tmp_path / "data" / "l.csv").read_text().splitlines() == [
+        "path,label,verb", "clips/a.mp4,x,v", "clips/b.mp4,y,v", "clips/c.mp4,x,v", "clips/e.mp4,y,v",
+        "clips/f.mp4,z,v"]
+    # written elsewhere, the paths still name the same files
+    quickstart.labelled_subset(tmp_path / "data" / "train.csv", tmp_path / "l.csv", 1)
+    assert (tmp_path / "l.csv").read_text().splitlines()[1] == \
+        f"{(tmp_path / 'data' / 'clips' / 'a.mp4').resolve()},x,v"
 
 
 def test_out_dir_checks(tmp_path):

@@ -18,7 +18,7 @@ SETS = [s for s in TINY if not s.startswith("model.fusion_layers")]
 def test_table_13_runs_possible_rows_marks_impossible_ones_and_resumes(tiny_synth, tmp_path, capsys):
     out = tmp_path / "rep"
     results = reproduce.reproduce(13, data=str(tiny_synth), out=out, pretrain_steps=2,
-                                  finetune_steps=2, overrides=SETS)
+                                  finetune_steps=2, overrides=SETS, labelled_per_class=1)
     assert set(results) == {"S = 1", "S = 2", "S = 3", "S = 4"}
     assert 0.0 <= results["S = 1"]["av"] <= 100.0
     assert all(results[f"S = {s}"]["av"] is None for s in (2, 3, 4))
@@ -36,11 +36,18 @@ def test_table_13_runs_possible_rows_marks_impossible_ones_and_resumes(tiny_synt
     assert cfg["model"]["fusion_layers"] == 1 and cfg["model"]["encoder"] == "mid"
     ft = json.loads((out / "runs" / "s_1" / "av" / "config.json").read_text())
     assert ft["finetune"]["modality"] == "av" and ft["train"]["steps"] == 2
+    # pretraining read every training clip, finetuning one labelled clip per class
+    pretrained_on = json.loads((out / "shards" / "train" / "meta.json").read_text())
+    finetuned_on = json.loads((out / "shards" / "labelled" / "meta.json").read_text())
+    train_rows = (tiny_synth / "train.csv").read_text().splitlines()[1:]
+    labels = {row.split(",")[1] for row in train_rows}
+    assert pretrained_on["clips"] == len(train_rows) and finetuned_on["clips"] == len(labels)
+    assert f"--data {out / 'shards' / 'labelled'}" in printed
 
     # a second run reuses every measured cell instead of training again
     stamp = (out / "runs" / "s_1" / "av" / "test_metrics.json").stat().st_mtime_ns
     again = reproduce.reproduce(13, data=str(tiny_synth), out=out, pretrain_steps=2,
-                                finetune_steps=2, overrides=SETS)
+                                finetune_steps=2, overrides=SETS, labelled_per_class=1)
     assert again == results
     assert (out / "runs" / "s_1" / "av" / "test_metrics.json").stat().st_mtime_ns == stamp
     assert "$ avmae pretrain" not in capsys.readouterr().out
@@ -69,6 +76,6 @@ def test_bad_arguments_exit_2(argv, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
-def test_data_folder_without_shards_or_manifests_is_refused(tmp_path):
+def test_data_folder_without_manifests_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="train.csv"):
-        reproduce.find_data(str(tmp_path), tmp_path / "out", "tiny-4l-cpu", [], 16)
+        reproduce.find_data(str(tmp_path), tmp_path / "out", "tiny-4l-cpu", [], 16, 12)

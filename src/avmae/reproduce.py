@@ -1,7 +1,8 @@
 """`avmae reproduce TABLE`: run the grid of one of the paper's ablation tables at a chosen scale.
 
     avmae reproduce 3 [--data DIR] [--out OUT] [--preset tiny-4l-cpu] [--pretrain-steps N]
-                      [--finetune-steps N] [--set key=value ...] [--finetune-set key=value ...]
+                      [--finetune-steps N] [--labelled-per-class N] [--set key=value ...]
+                      [--finetune-set key=value ...]
 
 For every row of the table an AV-MAE is pretrained with the row's settings (`avmae pretrain`), then
 finetuned the way the table reports (`avmae finetune`: audio-only AST, video-only ViViT and/or
@@ -20,11 +21,13 @@ interrupted run continues where it stopped.
     10     video mask ratio, video-only pretraining     video                separate enc., shared dec.
     13     S, joint layers of mid-fusion                av                   shared decoder
 
-Data: `--data DIR` holding shards (DIR/shards/{train,test}, as `avmae quickstart` writes them, or
-DIR/shards_{train,test}) or manifests (DIR/train.csv and DIR/test.csv, prepared into OUT/shards
-first). Without --data, the synthetic dataset is generated into OUT/data. Rows the paper lists but
-the chosen model cannot have (for example S = 4 joint layers in a 4-layer encoder, which leaves no
-separate layer) are marked impossible and skipped, with the reason.
+Data: `--data DIR` holding the manifests DIR/train.csv and DIR/test.csv (`avmae quickstart`'s
+DIR/data, or your own), prepared into OUT/shards; without --data the synthetic dataset is generated
+into OUT/data. As in the quickstart, pretraining uses every training clip without its label and
+finetuning the labels of the first --labelled-per-class clips of each class (0: all of them).
+
+Rows the paper lists but the chosen model cannot have (for example S = 4 joint layers in a 4-layer
+encoder, which leaves no separate layer) are marked impossible and skipped, with the reason.
 
 Small numbers are expected: the paper's are ViT-B after 400 epochs on VGGSound; at the default
 scale (the 4-layer CPU preset, minutes of CPU) the grid shows how the code runs each ablation, not
@@ -43,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, PRESETS, build_config
-from .quickstart import FINETUNE_RECIPE, PRETRAIN_RECIPE, avmae
+from .quickstart import FINETUNE_RECIPE, PRETRAIN_RECIPE, avmae, labelled_subset
 
 COLUMN_TITLES = {"audio": "Audio-only", "video": "Video-only", "av": "Audiovisual"}
 
@@ -115,13 +118,16 @@ TABLES: dict[int, Table] = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("table", type=int, metavar="TABLE", help=f"one of {', '.join(map(str, TABLES))}")
     parser.add_argument("--data", default=None, metavar="DIR",
-                        help="DIR/shards/{train,test}, DIR/shards_{train,test} or DIR/{train,test}.csv "
-                             "(default: generate the synthetic dataset into OUT/data)")
+                        help="a folder with train.csv and test.csv (default: generate the synthetic "
+                             "dataset into OUT/data)")
     parser.add_argument("--out", default=None, help="results folder (default ./reproduce)")
     parser.add_argument("--preset", default="tiny-4l-cpu", help="model and input sizes (default %(default)s)")
-    parser.add_argument("--pretrain-steps", type=int, default=300, help="per row (default %(default)s)")
-    parser.add_argument("--finetune-steps", type=int, default=200, help="per cell (default %(default)s)")
+    parser.add_argument("--pretrain-steps", type=int, default=600, help="per row (default %(default)s)")
+    parser.add_argument("--finetune-steps", type=int, default=300, help="per cell (default %(default)s)")
     parser.add_argument("--clips", type=int, default=400, help="synthetic clips when --data is not given")
+    parser.add_argument("--labelled-per-class", type=int, default=12,
+                        help="finetune on the first N training clips of each class (pretraining uses "
+                             "them all, unlabelled); 0: every training clip (default %(default)s)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="pretraining config override for every row (after the table's fixed "
                              "settings, before the row's own)")
@@ -132,7 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     reproduce(args.table, data=args.data, out=Path(args.out or "reproduce"), preset=args.preset,
               pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
-              overrides=args.overrides, finetune_overrides=args.finetune_overrides, clips=args.clips)
+              overrides=args.overrides, finetune_overrides=args.finetune_overrides, clips=args.clips,
+              labelled_per_class=args.labelled_per_class)
     return 0
 
 
@@ -150,31 +157,31 @@ def impossible(preset: str, sets: list[str]) -> str | None:
 
 
 def find_data(data: str | None, out: Path, preset: str, overrides: list[str], clips: int,
-              seed: int = 0) -> tuple[Path, Path]:
-    """(train shards, test shards): found in --data, prepared from its manifests, or made here."""
+              labelled_per_class: int, seed: int = 0) -> tuple[Path, Path, Path]:
+    """(pretraining shards: every training clip, finetuning shards: the labelled subset, test
+    shards), prepared into OUT/shards from the manifests in --data or from the synthetic dataset."""
     if data is not None:
-        root = Path(data)
-        if not root.is_dir():
-            raise ConfigError(f"--data {root} is not a folder with shards or train.csv/test.csv")
-        for train, test in ((root / "shards" / "train", root / "shards" / "test"),
-                            (root / "shards_train", root / "shards_test")):
-            if (train / "meta.json").exists() and (test / "meta.json").exists():
-                return train, test
-        if not ((root / "train.csv").exists() and (root / "test.csv").exists()):
-            raise ConfigError(f"--data {root} holds neither shards (shards/train, shards/test) nor "
-                              "train.csv and test.csv")
-        manifests = root
+        manifests = Path(data)
+        if not ((manifests / "train.csv").is_file() and (manifests / "test.csv").is_file()):
+            raise ConfigError(f"--data {manifests} holds no train.csv and test.csv (manifests with a "
+                              "`path` and a `label` column)")
     else:
         manifests = out / "data"
         if not (manifests / "test.csv").exists():
             avmae(["synth", str(manifests), "--clips", str(clips), "--seed", str(seed)])
+    csvs = {"train": manifests / "train.csv", "test": manifests / "test.csv"}
+    if labelled_per_class > 0:
+        csvs["labelled"] = out / "labelled.csv"
+        kept = labelled_subset(csvs["train"], csvs["labelled"], labelled_per_class)
+        print(f"finetuning sees the labels of {kept} training clips (the first {labelled_per_class} "
+              f"of each class): {csvs['labelled']}", flush=True)
     shards = out / "shards"
     data_sets = [s for s in overrides if s.startswith("data.")]  # what shapes the shards
-    for split in ("train", "test"):
+    for split, manifest in csvs.items():
         if not (shards / split / "meta.json").exists():
-            avmae(["prepare", str(manifests / f"{split}.csv"), "--out", str(shards / split),
-                   "--preset", preset, "--overwrite", *_sets(data_sets)])
-    return shards / "train", shards / "test"
+            avmae(["prepare", str(manifest), "--out", str(shards / split), "--preset", preset,
+                   "--overwrite", *_sets(data_sets)])
+    return shards / "train", shards / ("labelled" if labelled_per_class > 0 else "train"), shards / "test"
 
 
 def _slug(label: str) -> str:
@@ -183,9 +190,9 @@ def _slug(label: str) -> str:
 
 
 def reproduce(number: int, *, data: str | None = None, out: Path = Path("reproduce"),
-              preset: str = "tiny-4l-cpu", pretrain_steps: int = 300, finetune_steps: int = 200,
+              preset: str = "tiny-4l-cpu", pretrain_steps: int = 600, finetune_steps: int = 300,
               overrides: list[str] | None = None, finetune_overrides: list[str] | None = None,
-              clips: int = 400) -> dict:
+              clips: int = 400, labelled_per_class: int = 12) -> dict:
     """Run table `number`'s grid; returns {row label: {column: accuracy % | None}}."""
     from .evaluate import evaluate_checkpoint
     if number not in TABLES:
@@ -195,12 +202,14 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
         raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
     if pretrain_steps < 1 or finetune_steps < 1:
         raise ConfigError("--pretrain-steps and --finetune-steps must be >= 1")
+    if labelled_per_class < 0:
+        raise ConfigError("--labelled-per-class must be >= 0 (0: every training clip)")
     overrides, finetune_overrides = list(overrides or []), list(finetune_overrides or [])
     table = TABLES[number]
     build_config(preset, [*table.sets, *overrides])  # a bad --set fails now, not after an hour
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    train, test = find_data(data, out, preset, overrides, clips)
+    train, labelled, test = find_data(data, out, preset, overrides, clips, labelled_per_class)
 
     results: dict[str, dict[str, float | None]] = {}
     notes: dict[str, str] = {}
@@ -222,12 +231,12 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
                            f"train.checkpoint_every={pretrain_steps}"])])
         results[row.label] = {}
         for column in table.columns:
-            results[row.label][column] = _cell(row_dir, pretrained, column, train, test,
+            results[row.label][column] = _cell(row_dir, pretrained, column, labelled, test,
                                                finetune_steps, finetune_overrides, evaluate_checkpoint)
         _write(number, table, results, notes, out, preset, pretrain_steps, finetune_steps,
-               overrides, finetune_overrides, time.perf_counter() - start)
+               labelled_per_class, overrides, finetune_overrides, time.perf_counter() - start)
     path = _write(number, table, results, notes, out, preset, pretrain_steps, finetune_steps,
-                  overrides, finetune_overrides, time.perf_counter() - start)
+                  labelled_per_class, overrides, finetune_overrides, time.perf_counter() - start)
     print("\n" + path.read_text(), flush=True)
     return results
 
@@ -256,12 +265,14 @@ def _cell(row_dir: Path, pretrained: Path, column: str, train: Path, test: Path,
 
 
 def markdown(number: int, table: Table, results: dict, notes: dict, preset: str,
-             pretrain_steps: int, finetune_steps: int, overrides: list[str],
+             pretrain_steps: int, finetune_steps: int, labelled_per_class: int, overrides: list[str],
              finetune_overrides: list[str], seconds: float) -> str:
     head = " | ".join(f"{COLUMN_TITLES[c]} (measured / paper)" for c in table.columns)
     lines = [f"# {table.caption}", "",
              f"Measured: top-1 % on the test split, preset `{preset}`, {pretrain_steps} pretraining "
-             f"and {finetune_steps} finetuning steps per model, last checkpoint, one centre view. "
+             f"and {finetune_steps} finetuning steps per model, finetuned on "
+             f"{f'{labelled_per_class} labelled clips per class' if labelled_per_class else 'every training clip'}, "
+             f"last checkpoint, one centre view. "
              f"Paper: ViT-B, 400 pretraining epochs on VGGSound, top-1 %.", "",
              f"| Row | {head} |", "| --- | " + " | ".join("---:" for _ in table.columns) + " |"]
     for row in table.rows:
@@ -278,21 +289,22 @@ def markdown(number: int, table: Table, results: dict, notes: dict, preset: str,
               f"small-scale recipes: pretraining `{' '.join(PRETRAIN_RECIPE)}`, finetuning "
               f"`{' '.join(FINETUNE_RECIPE + finetune_overrides)}`.",
               f"Command: `avmae reproduce {number} --preset {preset} --pretrain-steps {pretrain_steps} "
-              f"--finetune-steps {finetune_steps}" + "".join(f" --set {s}" for s in overrides)
+              f"--finetune-steps {finetune_steps} --labelled-per-class {labelled_per_class}" + "".join(f" --set {s}" for s in overrides)
               + "".join(f" --finetune-set {s}" for s in finetune_overrides)
               + f"`; wall time {seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
 
-def _write(number, table, results, notes, out, preset, pretrain_steps, finetune_steps, overrides,
-           finetune_overrides, seconds) -> Path:
+def _write(number, table, results, notes, out, preset, pretrain_steps, finetune_steps,
+           labelled_per_class, overrides, finetune_overrides, seconds) -> Path:
     text = markdown(number, table, results, notes, preset, pretrain_steps, finetune_steps,
-                    overrides, finetune_overrides, seconds)
+                    labelled_per_class, overrides, finetune_overrides, seconds)
     path = out / f"table_{number}.md"
     path.write_text(text)
     paper = {row.label: row.paper for row in table.rows}
     (out / f"table_{number}.json").write_text(json.dumps(
         {"table": number, "measured": results, "paper": paper, "impossible": notes,
          "preset": preset, "pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps,
+         "labelled_per_class": labelled_per_class,
          "seconds": round(seconds, 1)}, indent=2) + "\n")
     return path
