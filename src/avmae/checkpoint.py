@@ -25,6 +25,7 @@ from safetensors.torch import save_file
 from .config import Config, ConfigError
 
 KINDS = ("avmae_pretrain", "avmae_finetune")
+BEST_NAME = "best"  # RUN/checkpoints/best -> the checkpoint with the best validation metric
 
 
 def _fsync_dir(path: Path) -> None:
@@ -70,6 +71,33 @@ def save_checkpoint(run_dir: str | Path, step: int, state_dict: dict[str, torch.
     steps = sorted(p for p in root.glob("step_*") if (p / "COMPLETE").exists())
     for old in steps[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_best(run_dir: str | Path, ckpt: Path, step: int, scores: dict) -> Path:
+    """RUN/checkpoints/best -> best_XXXXXXX: the weights of checkpoint `ckpt` (a hard link where
+    the file system allows, else a copy) and its validation scores, swapped in atomically like
+    `last`, so `best` always names a complete checkpoint."""
+    root = Path(run_dir) / "checkpoints"
+    name = f"best_{step:07d}"
+    final, tmp = root / name, root / f".tmp_{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        os.link(ckpt / "model.safetensors", tmp / "model.safetensors")
+    except OSError:
+        shutil.copyfile(ckpt / "model.safetensors", tmp / "model.safetensors")
+        _fsync_file(tmp / "model.safetensors")
+    (tmp / "val_metrics.json").write_text(json.dumps({"step": step, **scores}) + "\n")
+    (tmp / "COMPLETE").write_text("ok\n")
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    point_link(root, BEST_NAME, name)
+    for old in root.glob("best_*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

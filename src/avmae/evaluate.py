@@ -28,7 +28,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import load_weights, resolve_weights
+from .checkpoint import BEST_NAME, load_weights, resolve_weights
 from .classifier import FINETUNE_MODALITIES, Classifier, build_classifier
 from .config import Config, ConfigError
 from .data.dataset import ClipDataset, build_dataset, build_loader
@@ -37,7 +37,6 @@ from .metrics import classification_metrics
 from .training import autocast
 
 KIND = "avmae_finetune"
-BEST_NAME = "best"  # RUN/checkpoints/best -> the checkpoint with the best validation metric
 # The metric that picks the best checkpoint and that the paper reports first for each task.
 PRIMARY_METRIC = {"single": "top1", "multi": "mAP", "verb_noun": "action_top1"}
 

@@ -25,8 +25,6 @@ import contextlib
 import copy
 import json
 import math
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -35,12 +33,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .augment import augment_spectrogram, mixup, one_hot, smooth_labels
-from .checkpoint import _fsync_dir, _fsync_file, last_checkpoint, load_weights, point_link
+from .checkpoint import BEST_NAME, last_checkpoint, load_weights, save_best
 from .classifier import build_classifier, param_groups_lrd
 from .config import Config, ConfigError, build_config, parse_overrides, set_value
 from .data.dataset import build_dataset, build_loader
 from .data.manifest import num_classes, save_vocab
-from .evaluate import (BEST_NAME, KIND, PRIMARY_METRIC, checkpoint_metadata, dataset_config,
+from .evaluate import (KIND, PRIMARY_METRIC, checkpoint_metadata, dataset_config,
                        evaluate_model, head_sizes, label_task)
 from .info import add_config_arguments
 from .init_from_pretrained import init_classifier_from_avmae
@@ -366,30 +364,3 @@ def _checkpoint(run_dir: Path, step: int, model, cfg: Config, optimizer, epoch: 
         log.print(f"step {step}: checkpoint {path}" + (" (best so far)" if improved else ""))
     distributed.barrier(d)
     return best
-
-
-def save_best(run_dir: Path, ckpt: Path, step: int, scores: dict) -> Path:
-    """RUN/checkpoints/best -> best_XXXXXXX: the weights of checkpoint `ckpt` (a hard link where
-    the file system allows, else a copy) and its validation scores, swapped in atomically like
-    `last`, so `best` always names a complete checkpoint."""
-    root = run_dir / "checkpoints"
-    name = f"best_{step:07d}"
-    final, tmp = root / name, root / f".tmp_{name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        os.link(ckpt / "model.safetensors", tmp / "model.safetensors")
-    except OSError:
-        shutil.copyfile(ckpt / "model.safetensors", tmp / "model.safetensors")
-        _fsync_file(tmp / "model.safetensors")
-    (tmp / "val_metrics.json").write_text(json.dumps({"step": step, **scores}) + "\n")
-    (tmp / "COMPLETE").write_text("ok\n")
-    _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    point_link(root, BEST_NAME, name)
-    for old in root.glob("best_*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
