@@ -1,4 +1,4 @@
-"""`avmae quickstart` end to end in its reduced --fast form (the default takes ~11 minutes on two
+"""`avmae quickstart` end to end in its reduced --fast form (the default takes ~10 minutes on two
 cores: see README). The fast run is too short to learn anything, so only the pipeline is checked:
 every stage ran the ordinary command, results.json has the schema, figures and curves exist."""
 

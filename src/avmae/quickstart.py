@@ -73,7 +73,7 @@ FINETUNE_RECIPE = [
 
 @dataclass
 class Plan:
-    """How much of everything: the default (about 11 minutes on 2 cores) or --fast (CI)."""
+    """How much of everything: the default (about 10 minutes on 2 cores) or --fast (CI)."""
 
     clips: int = 400
     pretrain_steps: int = 600
