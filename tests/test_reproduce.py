@@ -13,12 +13,14 @@ from conftest import TINY
 # The tiny model of the other end-to-end tests, 2 layers deep: of Table 13's S = 1..4 joint
 # layers only S = 1 leaves a separate layer. The row's S must not be overridden by --set.
 SETS = [s for s in TINY if not s.startswith("model.fusion_layers")]
+FT = ["train.batch_size=4"]          # one labelled clip per class: 8 clips
 
 
 def test_table_13_runs_possible_rows_marks_impossible_ones_and_resumes(tiny_synth, tmp_path, capsys):
     out = tmp_path / "rep"
     results = reproduce.reproduce(13, data=str(tiny_synth), out=out, pretrain_steps=2,
-                                  finetune_steps=2, overrides=SETS, labelled_per_class=1)
+                                  finetune_steps=2, overrides=SETS, labelled_per_class=1,
+                                  finetune_overrides=FT)
     assert set(results) == {"S = 1", "S = 2", "S = 3", "S = 4"}
     assert 0.0 <= results["S = 1"]["av"] <= 100.0
     assert all(results[f"S = {s}"]["av"] is None for s in (2, 3, 4))
@@ -29,6 +31,8 @@ def test_table_13_runs_possible_rows_marks_impossible_ones_and_resumes(tiny_synt
     text = (out / "table_13.md").read_text()
     assert f"| S = 1 | {results['S = 1']['av']:.1f} / 63.4 |" in text
     assert "| S = 4 | impossible / 63.1 |" in text
+    assert f"`avmae reproduce 13 --data {tiny_synth} --preset tiny-4l-cpu" in text
+    assert "--labelled-per-class 1" in text and "--finetune-set train.batch_size=4`" in text
     printed = capsys.readouterr().out
     assert "$ avmae prepare" in printed and "$ avmae pretrain" in printed and "$ avmae finetune" in printed
     # the row's pretraining really used S = 1 and the cell was finetuned for audiovisual (MBT)
@@ -47,7 +51,8 @@ def test_table_13_runs_possible_rows_marks_impossible_ones_and_resumes(tiny_synt
     # a second run reuses every measured cell instead of training again
     stamp = (out / "runs" / "s_1" / "av" / "test_metrics.json").stat().st_mtime_ns
     again = reproduce.reproduce(13, data=str(tiny_synth), out=out, pretrain_steps=2,
-                                finetune_steps=2, overrides=SETS, labelled_per_class=1)
+                                finetune_steps=2, overrides=SETS, labelled_per_class=1,
+                                  finetune_overrides=FT)
     assert again == results
     assert (out / "runs" / "s_1" / "av" / "test_metrics.json").stat().st_mtime_ns == stamp
     assert "$ avmae pretrain" not in capsys.readouterr().out

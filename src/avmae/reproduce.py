@@ -42,7 +42,7 @@ import json
 import re
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, PRESETS, build_config
@@ -64,6 +64,25 @@ class Table:
     columns: list[str]
     rows: list[Row]
     sets: list[str] = field(default_factory=list)   # pretraining overrides shared by every row
+
+
+@dataclass
+class Scale:
+    """How a table is run: model size, steps, labels, extra overrides, the data."""
+    preset: str
+    pretrain_steps: int
+    finetune_steps: int
+    labelled_per_class: int
+    overrides: list[str]
+    finetune_overrides: list[str]
+    data: str | None
+
+    def command(self, number: int) -> str:
+        return (f"avmae reproduce {number}" + (f" --data {self.data}" if self.data else "")
+                + f" --preset {self.preset} --pretrain-steps {self.pretrain_steps} --finetune-steps "
+                f"{self.finetune_steps} --labelled-per-class {self.labelled_per_class}"
+                + "".join(f" --set {s}" for s in self.overrides)
+                + "".join(f" --finetune-set {s}" for s in self.finetune_overrides))
 
 
 def _row(label: str, sets: list[str], columns: list[str], numbers: list[float]) -> Row:
@@ -205,6 +224,8 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
     if labelled_per_class < 0:
         raise ConfigError("--labelled-per-class must be >= 0 (0: every training clip)")
     overrides, finetune_overrides = list(overrides or []), list(finetune_overrides or [])
+    scale = Scale(preset, pretrain_steps, finetune_steps, labelled_per_class, overrides,
+                  finetune_overrides, data)
     table = TABLES[number]
     build_config(preset, [*table.sets, *overrides])  # a bad --set fails now, not after an hour
     out.mkdir(parents=True, exist_ok=True)
@@ -233,10 +254,8 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
         for column in table.columns:
             results[row.label][column] = _cell(row_dir, pretrained, column, labelled, test,
                                                finetune_steps, finetune_overrides, evaluate_checkpoint)
-        _write(number, table, results, notes, out, preset, pretrain_steps, finetune_steps,
-               labelled_per_class, overrides, finetune_overrides, time.perf_counter() - start)
-    path = _write(number, table, results, notes, out, preset, pretrain_steps, finetune_steps,
-                  labelled_per_class, overrides, finetune_overrides, time.perf_counter() - start)
+        _write(number, table, results, notes, out, scale, time.perf_counter() - start)
+    path = _write(number, table, results, notes, out, scale, time.perf_counter() - start)
     print("\n" + path.read_text(), flush=True)
     return results
 
@@ -264,15 +283,15 @@ def _cell(row_dir: Path, pretrained: Path, column: str, train: Path, test: Path,
     return value
 
 
-def markdown(number: int, table: Table, results: dict, notes: dict, preset: str,
-             pretrain_steps: int, finetune_steps: int, labelled_per_class: int, overrides: list[str],
-             finetune_overrides: list[str], seconds: float) -> str:
+def markdown(number: int, table: Table, results: dict, notes: dict, scale: Scale,
+             seconds: float) -> str:
+    labels = (f"{scale.labelled_per_class} labelled clips per class" if scale.labelled_per_class
+              else "every training clip")
     head = " | ".join(f"{COLUMN_TITLES[c]} (measured / paper)" for c in table.columns)
     lines = [f"# {table.caption}", "",
-             f"Measured: top-1 % on the test split, preset `{preset}`, {pretrain_steps} pretraining "
-             f"and {finetune_steps} finetuning steps per model, finetuned on "
-             f"{f'{labelled_per_class} labelled clips per class' if labelled_per_class else 'every training clip'}, "
-             f"last checkpoint, one centre view. "
+             f"Measured: top-1 % on the test split, preset `{scale.preset}`, {scale.pretrain_steps} "
+             f"pretraining and {scale.finetune_steps} finetuning steps per model, finetuned on "
+             f"{labels}, last checkpoint, one centre view. "
              f"Paper: ViT-B, 400 pretraining epochs on VGGSound, top-1 %.", "",
              f"| Row | {head} |", "| --- | " + " | ".join("---:" for _ in table.columns) + " |"]
     for row in table.rows:
@@ -285,26 +304,20 @@ def markdown(number: int, table: Table, results: dict, notes: dict, preset: str,
         lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
     if notes:
         lines += ["", "Impossible rows:"] + [f"- {label}: {why}" for label, why in notes.items()]
-    lines += ["", f"Pretraining overrides (every row): `{' '.join(table.sets + overrides) or 'none'}`; "
+    lines += ["", f"Pretraining overrides (every row): `{' '.join(table.sets + scale.overrides) or 'none'}`; "
               f"small-scale recipes: pretraining `{' '.join(PRETRAIN_RECIPE)}`, finetuning "
-              f"`{' '.join(FINETUNE_RECIPE + finetune_overrides)}`.",
-              f"Command: `avmae reproduce {number} --preset {preset} --pretrain-steps {pretrain_steps} "
-              f"--finetune-steps {finetune_steps} --labelled-per-class {labelled_per_class}" + "".join(f" --set {s}" for s in overrides)
-              + "".join(f" --finetune-set {s}" for s in finetune_overrides)
-              + f"`; wall time {seconds / 60:.1f} min."]
+              f"`{' '.join(FINETUNE_RECIPE + scale.finetune_overrides)}`.",
+              f"Command: `{scale.command(number)}`; wall time {seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"
 
 
-def _write(number, table, results, notes, out, preset, pretrain_steps, finetune_steps,
-           labelled_per_class, overrides, finetune_overrides, seconds) -> Path:
-    text = markdown(number, table, results, notes, preset, pretrain_steps, finetune_steps,
-                    labelled_per_class, overrides, finetune_overrides, seconds)
+def _write(number: int, table: Table, results: dict, notes: dict, out: Path, scale: Scale,
+           seconds: float) -> Path:
     path = out / f"table_{number}.md"
-    path.write_text(text)
+    path.write_text(markdown(number, table, results, notes, scale, seconds))
     paper = {row.label: row.paper for row in table.rows}
     (out / f"table_{number}.json").write_text(json.dumps(
         {"table": number, "measured": results, "paper": paper, "impossible": notes,
-         "preset": preset, "pretrain_steps": pretrain_steps, "finetune_steps": finetune_steps,
-         "labelled_per_class": labelled_per_class,
+         "command": scale.command(number), **asdict(scale),
          "seconds": round(seconds, 1)}, indent=2) + "\n")
     return path
