@@ -52,7 +52,7 @@ def test_table_13_runs_possible_rows_marks_impossible_ones_and_resumes(tiny_synt
     stamp = (out / "runs" / "s_1" / "av" / "test_metrics.json").stat().st_mtime_ns
     again = reproduce.reproduce(13, data=str(tiny_synth), out=out, pretrain_steps=2,
                                 finetune_steps=2, overrides=SETS, labelled_per_class=1,
-                                  finetune_overrides=FT)
+                                finetune_overrides=FT)
     assert again == results
     assert (out / "runs" / "s_1" / "av" / "test_metrics.json").stat().st_mtime_ns == stamp
     assert "$ avmae pretrain" not in capsys.readouterr().out
