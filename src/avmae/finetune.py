@@ -291,6 +291,7 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                 f"({run_dir / 'checkpoints' / BEST_NAME})" if best else "no validation score"
         log.print(f"{found}; `avmae evaluate {run_dir} --data {val}` averages {f.views} views per clip"
                   + (f"; loss curve: {path}" if path else ""))
+    distributed.barrier(d)  # every rank leaves the process group together (teardown races)
     return run_dir
 
 

@@ -168,6 +168,7 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
         from .visualize import loss_curve
         path = loss_curve(run_dir)
         log.print(_loss_summary(run_dir) + (f"; loss curve: {path}" if path else ""))
+    distributed.barrier(d)  # every rank leaves the process group together (teardown races)
     return run_dir
 
 
