@@ -62,8 +62,8 @@ DEFAULTS = dict(clips=400, seed=0, seconds=3.0, size=80, fps=16, test_fraction=0
 # a swell. It is about 30 px wide in the 64-px crop (two patches of 16 px): big enough that a masked
 # autoencoder must know its shape to reconstruct the masked tubelets, and the background is kept
 # quiet (faint texture and stripes) so that the pixels the loss sees are mostly the object's.
-# (Measured: with objects 15-20 px wide on a busy background, AV-MAE pretraining did not help
-# finetuning at all at the quickstart's scale; see README, "Quickstart".)
+# (Measured: with objects 15-20 px wide on a busy background, AV-MAE initialisation finetuned no
+# better than random init at the quickstart's scale; README, "How the quickstart was sized".)
 CENTRE_BOX = (0.4, 0.6)
 RADIUS_RANGE = (0.22, 0.27)
 EVENT_SWELL = 0.3               # radius x (1 + 0.3) at an event onset
