@@ -11,7 +11,7 @@ The class needs both senses. With 8 classes k = 0..7,
 
 each shape goes with two timbres and each timbre with two shapes (the classes form a cycle), so
 video alone narrows a clip to 2 classes, audio alone to 2 other classes, and only both identify
-it: a unimodal classifier cannot beat 50 %, an audiovisual one can reach 100 %, which is what
+it: a unimodal classifier expects 50 % at best, an audiovisual one can reach 100 %, which is what
 makes the paper's audio < audiovisual and video < audiovisual claims testable at tiny scale.
 Everything else is nuisance drawn independently of the class: colours, texture, a stripe
 distractor, position, speed, rotation, size, event times and count, pitch, loudness, background
