@@ -41,6 +41,7 @@ import argparse
 import json
 import re
 import shlex
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -189,12 +190,15 @@ def find_data(data: str | None, out: Path, preset: str, overrides: list[str], cl
         if not (manifests / "test.csv").exists():
             avmae(["synth", str(manifests), "--clips", str(clips), "--seed", str(seed)])
     csvs = {"train": manifests / "train.csv", "test": manifests / "test.csv"}
+    shards = out / "shards"
     if labelled_per_class > 0:
         csvs["labelled"] = out / "labelled.csv"
+        before = csvs["labelled"].read_text() if csvs["labelled"].exists() else None
         kept = labelled_subset(csvs["train"], csvs["labelled"], labelled_per_class)
+        if before is not None and before != csvs["labelled"].read_text():
+            shutil.rmtree(shards / "labelled", ignore_errors=True)  # another subset: prepare again
         print(f"finetuning sees the labels of {kept} training clips (the first {labelled_per_class} "
               f"of each class): {csvs['labelled']}", flush=True)
-    shards = out / "shards"
     data_sets = [s for s in overrides if s.startswith("data.")]  # what shapes the shards
     for split, manifest in csvs.items():
         if not (shards / split / "meta.json").exists():
@@ -228,6 +232,12 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
                   finetune_overrides, data)
     table = TABLES[number]
     build_config(preset, [*table.sets, *overrides])  # a bad --set fails now, not after an hour
+    earlier = out / f"table_{number}.json"
+    if earlier.exists():  # measured cells are reused: only at the same scale
+        stored = json.loads(earlier.read_text())
+        if {k: stored.get(k) for k in asdict(scale)} != asdict(scale):
+            raise ConfigError(f"{out} holds table {number} measured as `{stored.get('command')}`; "
+                              "to run it at another scale choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     train, labelled, test = find_data(data, out, preset, overrides, clips, labelled_per_class)
@@ -268,7 +278,6 @@ def _cell(row_dir: Path, pretrained: Path, column: str, train: Path, test: Path,
     if done.exists():
         return json.loads(done.read_text())["top1_percent"]
     if run_dir.exists():  # an interrupted finetuning: start the cell again
-        import shutil
         shutil.rmtree(run_dir)
     avmae(["finetune", "--init", str(pretrained), "--modality", column, "--data", str(train),
            "--val", str(test), "--out", str(run_dir),
