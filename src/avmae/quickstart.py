@@ -90,7 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for the data, runs, figures and results.json (default ./quickstart)")
     parser.add_argument("--fast", action="store_true",
                         help=f"a reduced run ({FAST.clips} clips, {FAST.pretrain_steps} pretraining and "
-                             f"{FAST.finetune_steps} finetuning steps; about 2 minutes) that checks the "
+                             f"{FAST.finetune_steps} finetuning steps; about 35 seconds) that checks the "
                              "pipeline, not the method: its table means nothing")
     parser.add_argument("--clips", type=int, default=None, help="synthetic clips (default 400)")
     parser.add_argument("--pretrain-steps", type=int, default=None, help="default 600")
