@@ -35,10 +35,10 @@ by its test score, and no test clip is ever trained on.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shlex
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,14 +141,25 @@ def avmae(argv: list[str]) -> None:
     """Print `avmae ARGV` and run it through the command line's own entry point."""
     from .cli import main
     _say("$ avmae " + shlex.join(argv))
-    sys.stdout.flush()
     status = main(argv)
     if status != 0:
         raise RunError(f"`avmae {argv[0]}` stopped with status {status} (its message is above)")
 
 
-def _sets(items: list[str]) -> list[str]:
+def set_args(items: list[str]) -> list[str]:
+    """["a=1", "b=2"] -> ["--set", "a=1", "--set", "b=2"]"""
     return [arg for item in items for arg in ("--set", item)]
+
+
+def evaluate_last(run: Path, test: Path) -> dict:
+    """`avmae evaluate RUN/checkpoints/last --data TEST --views 1`, printed, in process: the last
+    checkpoint, never one picked by its validation score."""
+    from .evaluate import evaluate_checkpoint
+    last = run / "checkpoints" / "last"
+    _say("$ avmae evaluate " + shlex.join([str(last), "--data", str(test), "--views", "1"]))
+    metrics = evaluate_checkpoint(last, test, views=1, progress=True)
+    _say(json.dumps(metrics))
+    return metrics
 
 
 # ---- the quickstart -------------------------------------------------------------------------
@@ -198,13 +209,13 @@ def quickstart(out: Path, plan: Plan, overwrite: bool = False) -> dict:
                  "no labels")
     pretrained = runs / "avmae"
     avmae(["pretrain", "--preset", PRESET, "--data", str(shards / "train"), "--out", str(pretrained),
-           *_sets([f"train.steps={plan.pretrain_steps}", f"train.seed={plan.seed}",
+           *set_args([f"train.steps={plan.pretrain_steps}", f"train.seed={plan.seed}",
                    f"train.checkpoint_every={plan.pretrain_steps}", *PRETRAIN_RECIPE])])
     stages.end()
 
     stages.begin("finetune", "AST (audio), ViViT (video) and MBT (audiovisual), from AV-MAE and "
                  "from random init (Sec. 4.1), on the labelled subset")
-    finetune_sets = _sets([f"train.steps={plan.finetune_steps}", f"train.seed={plan.seed}",
+    finetune_sets = set_args([f"train.steps={plan.finetune_steps}", f"train.seed={plan.seed}",
                            f"train.checkpoint_every={plan.finetune_steps}", *FINETUNE_RECIPE])
     for init in reversed(INITS):
         for modality in MODALITIES:
@@ -216,15 +227,10 @@ def quickstart(out: Path, plan: Plan, overwrite: bool = False) -> dict:
     stages.end()
 
     stages.begin("evaluate", "top-1 on the held-out test split (one centre view per clip)")
-    from .evaluate import evaluate_checkpoint
     results: dict[str, dict[str, float]] = {init: {} for init in INITS}
     for init in INITS:
         for modality in MODALITIES:
-            last = runs / f"{init}_{modality}" / "checkpoints" / "last"   # never a picked one
-            _say("$ avmae evaluate " + shlex.join([str(last), "--data", str(shards / "test"),
-                                                   "--views", "1"]))
-            metrics = evaluate_checkpoint(last, shards / "test", views=1, progress=True)
-            _say(json.dumps(metrics))
+            metrics = evaluate_last(runs / f"{init}_{modality}", shards / "test")
             results[init][modality] = round(100.0 * metrics["top1"], 2)
     stages.end()
 
@@ -237,7 +243,7 @@ def quickstart(out: Path, plan: Plan, overwrite: bool = False) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     _say("\n" + table(results, plan, test_clips=_count_rows(data / "test.csv")))
     _say(verdict(results))
-    _say(pictures(out, runs, figures))
+    _say(pictures(runs, figures))
     _say(f"\nresults: {out / 'results.json'}; stage times (s): {json.dumps(stages.times)}; "
          f"total {time.perf_counter() - stages.start:.0f} s")
     _say(next_steps(out))
@@ -247,7 +253,6 @@ def quickstart(out: Path, plan: Plan, overwrite: bool = False) -> dict:
 def labelled_subset(manifest: Path, out: Path, per_class: int) -> int:
     """Write the first `per_class` rows of each label of `manifest` to `out` (paths made absolute
     when `out` is in another folder); returns the number of rows kept."""
-    import csv
     with open(manifest, newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames, list(reader)
@@ -268,7 +273,6 @@ def labelled_subset(manifest: Path, out: Path, per_class: int) -> int:
 
 
 def _first_clip(manifest: Path) -> Path:
-    import csv
     with open(manifest, newline="") as f:
         row = next(csv.DictReader(f))
     return manifest.parent / row["path"]
@@ -313,7 +317,7 @@ def verdict(results: dict) -> str:
     return "\n".join(lines)
 
 
-def pictures(out: Path, runs: Path, figures: Path) -> str:
+def pictures(runs: Path, figures: Path) -> str:
     found = sorted((runs / "avmae" / "figures").glob("*.png")) + [figures / "reconstruction_test_clip.png"]
     curves = sorted(runs.glob("*/loss_curve.png"))
     lines = ["\nFigure 5 (reconstructions: original / masked / reconstruction):"]

@@ -40,14 +40,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shlex
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, PRESETS, build_config
-from .quickstart import FINETUNE_RECIPE, PRETRAIN_RECIPE, avmae, labelled_subset
+from .quickstart import (FINETUNE_RECIPE, PRETRAIN_RECIPE, avmae, evaluate_last, labelled_subset,
+                         set_args)
 
 COLUMN_TITLES = {"audio": "Audio-only", "video": "Video-only", "av": "Audiovisual"}
 
@@ -163,10 +163,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sets(items: list[str]) -> list[str]:
-    return [arg for item in items for arg in ("--set", item)]
-
-
 def impossible(preset: str, sets: list[str]) -> str | None:
     """Why a row's config cannot be built (the config's own one-line refusal), or None."""
     try:
@@ -203,7 +199,7 @@ def find_data(data: str | None, out: Path, preset: str, overrides: list[str], cl
     for split, manifest in csvs.items():
         if not (shards / split / "meta.json").exists():
             avmae(["prepare", str(manifest), "--out", str(shards / split), "--preset", preset,
-                   "--overwrite", *_sets(data_sets)])
+                   "--overwrite", *set_args(data_sets)])
     return shards / "train", shards / ("labelled" if labelled_per_class > 0 else "train"), shards / "test"
 
 
@@ -217,7 +213,6 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
               overrides: list[str] | None = None, finetune_overrides: list[str] | None = None,
               clips: int = 400, labelled_per_class: int = 12) -> dict:
     """Run table `number`'s grid; returns {row label: {column: accuracy % | None}}."""
-    from .evaluate import evaluate_checkpoint
     if number not in TABLES:
         raise ConfigError(f"table {number} is not one of {', '.join(map(str, TABLES))} (the paper's "
                           "ablations: 1, 2, 3, 8-10, 13)")
@@ -258,12 +253,12 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
         pretrained = row_dir / "pretrain"
         if not (pretrained / "checkpoints" / "last" / "model.safetensors").exists():
             avmae(["pretrain", "--preset", preset, "--data", str(train), "--out", str(pretrained),
-                   *_sets([*sets, f"train.steps={pretrain_steps}",
+                   *set_args([*sets, f"train.steps={pretrain_steps}",
                            f"train.checkpoint_every={pretrain_steps}"])])
         results[row.label] = {}
         for column in table.columns:
             results[row.label][column] = _cell(row_dir, pretrained, column, labelled, test,
-                                               finetune_steps, finetune_overrides, evaluate_checkpoint)
+                                               finetune_steps, finetune_overrides)
         _write(number, table, results, notes, out, scale, time.perf_counter() - start)
     path = _write(number, table, results, notes, out, scale, time.perf_counter() - start)
     print("\n" + path.read_text(), flush=True)
@@ -271,7 +266,7 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
 
 
 def _cell(row_dir: Path, pretrained: Path, column: str, train: Path, test: Path, steps: int,
-          finetune_overrides: list[str], evaluate_checkpoint) -> float:
+          finetune_overrides: list[str]) -> float:
     """Finetune one column from the row's pretrained model, evaluate its last checkpoint."""
     run_dir = row_dir / column
     done = run_dir / "test_metrics.json"
@@ -281,12 +276,9 @@ def _cell(row_dir: Path, pretrained: Path, column: str, train: Path, test: Path,
         shutil.rmtree(run_dir)
     avmae(["finetune", "--init", str(pretrained), "--modality", column, "--data", str(train),
            "--val", str(test), "--out", str(run_dir),
-           *_sets([*FINETUNE_RECIPE, f"train.steps={steps}", f"train.checkpoint_every={steps}",
+           *set_args([*FINETUNE_RECIPE, f"train.steps={steps}", f"train.checkpoint_every={steps}",
                    *finetune_overrides])])
-    last = run_dir / "checkpoints" / "last"
-    print("$ avmae evaluate " + shlex.join([str(last), "--data", str(test), "--views", "1"]), flush=True)
-    metrics = evaluate_checkpoint(last, test, views=1)
-    print(json.dumps(metrics), flush=True)
+    metrics = evaluate_last(run_dir, test)
     value = round(100.0 * metrics["top1"], 2)
     done.write_text(json.dumps({**metrics, "top1_percent": value}) + "\n")
     return value
