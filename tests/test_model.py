@@ -80,8 +80,9 @@ def test_joint_loss_mask_equals_encoder_mask_and_is_exact():
     cfg = tiny_cfg("model.mask_ratio_video=0.9", "model.mask_ratio_audio=0.5")
     model = AVMAE(cfg.model)
     out = model(*inputs(), generator=torch.Generator().manual_seed(0))
-    # 18 video tokens -> floor(18 * 0.1) = 1 visible; 8 audio -> 4 visible
-    assert (out["mask_video"].sum(1) == 17).all() and (out["mask_audio"].sum(1) == 4).all()
+    # 18 video tokens -> 18 - floor(0.9 * 18) = 2 visible (the official rule; MAE's would keep 1);
+    # 8 audio -> 4 visible
+    assert (out["mask_video"].sum(1) == 16).all() and (out["mask_audio"].sum(1) == 4).all()
     assert torch.equal(out["loss_mask_video"], out["mask_video"])
     # masks differ between the samples of a batch (per-sample masking)
     assert not torch.equal(out["mask_audio"][0], out["mask_audio"][1])

@@ -19,7 +19,8 @@ audio need no resizing. A clip without audio or video is given as zeros (the dat
 
 Parameter names (what `init_from_pretrained` maps onto):
     patch_embed.<m>.proj.*, modality_embed.<m>     as in AVMAE
-    streams.<m>.blocks.N.*, streams.<m>.norm.*     StreamClassifier (timm ViT names per stream)
+    streams.<m>.blocks.N.*, streams.<m>.norm.*     StreamClassifier (timm ViT names per stream);
+    norm.*                                         its one final norm with finetune.shared_norm
     bottleneck                                     StreamClassifier with two modalities (MBT)
     encoder.*                                      EncoderClassifier, exactly AVMAE's encoder
     head.* (one head) or head.<i>.* (several)
@@ -100,7 +101,7 @@ class Classifier(nn.Module):
             grid = self.patch_embed[m].grid(x)
             v = self.patch_embed[m](x)                                   # (B, N_m, D)
             v = v + sincos_pos_embed(grid, v.shape[-1], self.model_cfg.pos_embed == "sincos_factorised",
-                                     v.device, v.dtype)
+                                     v.device, v.dtype, self.model_cfg.sincos_layout)
             if self.model_cfg.modality_embed:
                 v = v + self.modality_embed[m].to(v.dtype)
             tokens[m] = v
@@ -152,8 +153,15 @@ class StreamClassifier(Classifier):
                 raise ConfigError(f"finetune.bottlenecks={finetune_cfg.bottlenecks} must be >= 1 for MBT")
         rates = drop_path_schedule(finetune_cfg.drop_path, L)  # stochastic depth, Tables 16-18
         mlp_dim = int(D * model_cfg.mlp_ratio)
-        self.streams = nn.ModuleDict({m: Transformer(D, L, model_cfg.num_heads, mlp_dim, rates)
+        # The official MBT ends in ONE LayerNorm (`encoder_norm`) over the concatenated streams, i.e.
+        # the same norm for every token of both (finetune.shared_norm); else each stream has its own.
+        self.shared_norm = finetune_cfg.shared_norm
+        self.streams = nn.ModuleDict({m: Transformer(D, L, model_cfg.num_heads, mlp_dim, rates,
+                                                     not self.shared_norm, model_cfg.gelu,
+                                                     model_cfg.layer_norm_eps)
                                       for m in self.modalities})
+        if self.shared_norm:
+            self.norm = nn.LayerNorm(D, eps=model_cfg.layer_norm_eps)
         self._init_weights()
         # Only built where used (DDP requires every parameter to get a gradient).
         self.fused = len(self.modalities) > 1 and self.fusion_layer < L
@@ -183,7 +191,8 @@ class StreamClassifier(Classifier):
                 x, bottleneck = self.forward_fusion_layer(i, x, bottleneck)
             else:  # unimodal layer: no information crosses between the streams
                 x = {m: self.streams[m].blocks[i](xm) for m, xm in x.items()}
-        return {m: self.streams[m].norm(xm) for m, xm in x.items()}
+        norm = {m: self.norm if self.shared_norm else self.streams[m].norm for m in x}
+        return {m: norm[m](xm) for m, xm in x.items()}
 
     def layer_id(self, name: str) -> int:
         """Depth for layer-wise lr decay: tokenisers 0, block i -> i + 1, final norms / head L + 1.
@@ -196,7 +205,7 @@ class StreamClassifier(Classifier):
         found = re.match(r"streams\.\w+\.blocks\.(\d+)\.", name)
         if found:
             return int(found.group(1)) + 1
-        return L + 1  # streams.<m>.norm, head
+        return L + 1  # streams.<m>.norm or norm, head
 
 
 class EncoderClassifier(Classifier):

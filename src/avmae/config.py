@@ -58,7 +58,11 @@ class ModelConfig:
     mask_ratio_audio: float = 0.5
     # Position and modality embeddings (official release: fixed 1-D sin-cos, no modality embedding)
     pos_embed: str = "sincos_1d"
+    sincos_layout: str = "halves"        # halves [sin | cos] (MAE) | interleaved (official release)
     modality_embed: bool = False
+    # Transformer details where the official release differs from PyTorch's defaults
+    gelu: str = "exact"                  # exact (torch, timm) | tanh (flax nn.gelu, official release)
+    layer_norm_eps: float = 1e-6         # timm's ViT and flax's LayerNorm both use 1e-6
     # Objective details
     norm_targets: bool = False           # per-patch normalised targets (MAE); raw is the paper's default
     loss_weight_audio: float = 0.5       # equal modality weights (Sec. 3.4; official 0.5 / 0.5)
@@ -137,6 +141,7 @@ class FinetuneConfig:
     architecture: str = "mbt"            # mbt | pretraining_encoder (Table 12)
     fusion_layer: int = 8                # MBT: first layer with bottleneck fusion (8 of 12 in ViT-B MBT)
     bottlenecks: int = 4
+    shared_norm: bool = False            # MBT: one final LayerNorm for both streams (official MBT)
     label_column: str = "label"          # label | labels | verb,noun
     layer_decay: float = 0.75
     drop_path: float = 0.3
@@ -197,6 +202,38 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # ViT-L mid-fusion fuses later in absolute terms but keeps S=2 joint layers (official AudioSet config).
 PRESETS["large"]["finetune.fusion_layer"] = 16           # 16 of 24 (official VGGSound MBT)
+# The official release's setups (google-research/scenic, av_mae/configs/{audioset,vggsound}/
+# {pretrain,finetune}.py), for the released ViT-L checkpoints: `avmae import-scenic` picks the one
+# that fits a checkpoint's parameter tree. Besides the sizes, they switch on what the official code
+# computes differently (tanh GELU, interleaved sin-cos, one MBT norm for both streams). The data
+# fields give the pretraining input; a finetuned classifier is imported with 32 frames at stride 2
+# (`FINETUNE_INPUT`). No spectrogram normalisation: the official pretraining feeds raw log-mels.
+_OFFICIAL = {
+    **{f"model.{k}": v for k, v in _VIT["large"].items()},
+    "model.gelu": "tanh", "model.sincos_layout": "interleaved", "model.layer_norm_eps": 1e-6,
+    "model.decoder": "shared", "model.mask_ratio_video": 0.9,
+    "data.num_frames": 16, "data.frame_stride": 4, "data.short_side": 256, "data.crop_size": 224,
+    "data.normalize_audio": False,
+    "finetune.shared_norm": True, "finetune.bottlenecks": 4,
+}
+PRESETS["audioset-large"] = {
+    **_OFFICIAL,
+    "model.encoder": "mid", "model.fusion_layers": 2,    # separate_encoders_and_concat, S = 2
+    "model.mask_ratio_audio": 0.7,
+    "data.audio_seconds": 10.0,                          # 1000 frames -> 62 x 8 = 496 patches
+    "finetune.fusion_layer": 18,                         # of 24
+    "finetune.label_column": "labels",                   # multi-label, mAP
+}
+PRESETS["vggsound-large"] = {
+    **_OFFICIAL,
+    "model.encoder": "separate",                         # separate_encoders
+    "model.mask_ratio_audio": 0.5,
+    "data.audio_seconds": 8.0,                           # 800 frames -> 50 x 8 = 400 patches
+    "finetune.fusion_layer": 16,                         # of 24
+    "finetune.label_column": "label",                    # single-label, top-1
+}
+FINETUNE_INPUT = {"data.num_frames": 32, "data.frame_stride": 2}  # Table 16, official finetune configs
+
 # CPU presets: fewer layers (in the name) and a small input, for laptops and the quickstart.
 PRESETS["tiny-4l-cpu"] = {
     **{f"model.{k}": v for k, v in _VIT["tiny"].items()},
@@ -213,6 +250,10 @@ PRESET_DOCS = {
     "small": "ViT-S encoder (384 wide, 12 layers), paper input",
     "base": "ViT-B encoder (768 wide, 12 layers), Table 15 base decoder, paper input",
     "large": "ViT-L encoder (1024 wide, 24 layers), Table 15 large decoder, paper input",
+    "audioset-large": "official AudioSet AV-MAE: ViT-L, mid fusion (S=2), audio mask 0.7, 10 s audio, "
+                      "MBT fusion layer 18, multi-label (the released checkpoints)",
+    "vggsound-large": "official VGGSound AV-MAE: ViT-L, separate encoders, audio mask 0.5, 8 s audio, "
+                      "MBT fusion layer 16, single-label (the released checkpoints)",
     "tiny-4l-cpu": "ViT-Ti width, 4 encoder / 2 decoder layers, 8x64x64 video and 2.56 s audio: "
                    "CPU smoke runs and the quickstart",
 }
@@ -296,6 +337,8 @@ def validate(cfg: Config) -> None:
     _choice("model.objective", m.objective, OBJECTIVES)
     _choice("model.modalities", m.modalities, MODALITIES)
     _choice("model.pos_embed", m.pos_embed, POS_EMBEDS)
+    _choice("model.sincos_layout", m.sincos_layout, ("halves", "interleaved"))
+    _choice("model.gelu", m.gelu, ("exact", "tanh"))
     _choice("data.window", d.window, ("hamming", "hanning", "povey", "rectangular"))
     _choice("data.missing_modality", d.missing_modality, ("fill", "skip"))
     _choice("train.optimizer", cfg.train.optimizer, ("adamw", "sgd"))

@@ -26,7 +26,7 @@ class Decoder(nn.Module):
 
         def make() -> Transformer:
             return Transformer(cfg.decoder_embed_dim, cfg.decoder_depth, cfg.decoder_num_heads,
-                               cfg.decoder_mlp_dim)
+                               cfg.decoder_mlp_dim, gelu=cfg.gelu, eps=cfg.layer_norm_eps)
 
         if self.strategy == "separate":
             self.streams = nn.ModuleDict({m: make() for m in modalities})

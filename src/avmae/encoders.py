@@ -29,7 +29,7 @@ def _split(x: torch.Tensor, order: list[tuple[str, int]]) -> Tokens:
 
 def _transformer(cfg: ModelConfig, depth: int, rates: list[float], final_norm: bool = True) -> Transformer:
     return Transformer(cfg.embed_dim, depth, cfg.num_heads, int(cfg.embed_dim * cfg.mlp_ratio),
-                       rates, final_norm)
+                       rates, final_norm, cfg.gelu, cfg.layer_norm_eps)
 
 
 class EarlyFusionEncoder(nn.Module):

@@ -12,6 +12,9 @@ MBT / AST / ViViT (`StreamClassifier`), stream m, with L layers and S joint laye
                streams.m.norm       <- encoder.joint.norm
                encoder.streams.m.norm (the LayerNorm that ends each separate part before the joint
                layers) has no place in an MBT stream and is DROPPED; finetuning adapts to its absence.
+    norm (finetune.shared_norm: one final norm for both streams, official MBT)
+                                    <- encoder.joint.norm (mid), encoder.transformer.norm (early,
+                                       shared); new after separate encoders (as the official init)
     early, shared
                streams.m.*          <- encoder.transformer.* (the same weights into both streams,
                                        untied: each stream gets its own copy)
@@ -37,6 +40,11 @@ from .classifier import EncoderClassifier, StreamClassifier
 from .config import Config, ConfigError, ModelConfig
 
 DECODER_PREFIXES = ("decoder.", "decoder_embed.", "mask_token.")
+# MBT with one final norm for both streams (finetune.shared_norm, the official MBT): the official
+# init restores it from the joint layers' norm of mid fusion and leaves it fresh (identity) after
+# separate encoders, whose two per-modality norms have no single counterpart.
+SHARED_NORM_SOURCE = {"early": "encoder.transformer.norm", "shared": "encoder.transformer.norm",
+                      "mid": "encoder.joint.norm", "separate": None}
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DDP and torch.compile
 
 
@@ -125,6 +133,10 @@ def stream_source_key(key: str, pretrain: ModelConfig) -> str | None:
     found = re.match(r"(patch_embed|modality_embed)\.(\w+)(\..*|)$", key)
     if found:
         return key if found.group(2) in pretrained else None
+    found = re.match(r"norm\.(.*)$", key)
+    if found:  # MBT's one shared final norm (finetune.shared_norm), as the official init maps it
+        source = SHARED_NORM_SOURCE[pretrain.encoder]
+        return None if source is None else f"{source}.{found.group(1)}"
     found = re.match(r"streams\.(\w+)\.(blocks\.(\d+)|norm)\.(.*)$", key)
     if not found:
         return None  # head, bottleneck

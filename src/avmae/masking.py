@@ -1,8 +1,11 @@
 """Random token masking per modality and per sample (MAE; paper Sec. 3.1, 4.1).
 
-Each sample keeps `floor(N * (1 - ratio))` tokens chosen uniformly at random, as MAE does: at the
-paper's base input, video keeps floor(1568 * 0.1) = 156 of 1568 tubelets and audio keeps
-floor(400 * 0.5) = 200 of 400 patches.
+Each sample removes `floor(ratio * N)` tokens chosen uniformly at random and keeps the other
+`N - floor(ratio * N)`, the official release's rule (`n_masked = int(ratio * n_tokens)`), so that
+official weights see as many tokens as they were trained with: at the paper's base input video
+keeps 1568 - floor(0.9 * 1568) = 157 of 1568 tubelets, audio 400 - 200 = 200 of 400 patches, and
+10 s of AudioSet audio at ratio 0.7 keeps 496 - 347 = 149 of 496. (MAE's floor(N * (1 - ratio))
+would keep 156 video tubelets.) At least one token is always kept.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import torch
 
 
 def num_visible(num_tokens: int, mask_ratio: float) -> int:
-    return max(1, int(num_tokens * (1.0 - mask_ratio)))
+    return max(1, num_tokens - int(mask_ratio * num_tokens))
 
 
 def sample_noise(keys: list[tuple[int, ...]], num_tokens: int) -> torch.Tensor:

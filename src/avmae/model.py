@@ -90,7 +90,7 @@ class AVMAE(nn.Module):
 
     def _pos(self, grid: tuple[int, ...], dim: int, like: torch.Tensor) -> torch.Tensor:
         return sincos_pos_embed(grid, dim, self.cfg.pos_embed == "sincos_factorised",
-                                like.device, like.dtype)
+                                like.device, like.dtype, self.cfg.sincos_layout)
 
     def tokenise(self, inputs: Tokens) -> tuple[Tokens, dict[str, tuple[int, ...]]]:
         """v = Tokenise(x) + p (+ optional learned modality embedding)."""

@@ -5,6 +5,10 @@ Parameter names follow timm's `VisionTransformer` (`blocks.N.norm1`, `blocks.N.a
 ViT / MAE / AudioMAE / VideoMAE checkpoints map onto it by key.
 
 Shapes: B batch, N tokens, D width, H heads.
+
+Two details are configurable because the official release differs from PyTorch's defaults:
+`gelu` "exact" (torch's default, timm) or "tanh" (flax `nn.gelu`'s default approximation, used by
+every official AV-MAE and MBT model), and the LayerNorm epsilon (1e-6 in both timm's ViT and flax).
 """
 
 from __future__ import annotations
@@ -45,11 +49,14 @@ class Attention(nn.Module):
         return self.proj(x)
 
 
+GELUS = {"exact": "none", "tanh": "tanh"}  # config value -> nn.GELU(approximate=...)
+
+
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, dim: int, hidden: int, gelu: str = "exact"):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
+        self.act = nn.GELU(approximate=GELUS[gelu])
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,12 +66,13 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x)))."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, drop_path: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, drop_path: float = 0.0,
+                 gelu: str = "exact", eps: float = 1e-6):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, mlp_dim)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, mlp_dim, gelu)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,15 +83,17 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """A stack of blocks and an optional final LayerNorm (`norm`), as timm's ViT trunk.
 
-    `drop_path_rates` gives one stochastic-depth rate per block (linearly increasing in ViT).
+    `drop_path_rates` gives one stochastic-depth rate per block (linearly increasing in ViT);
+    `gelu` and `eps` as in the module docstring.
     """
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_dim: int,
-                 drop_path_rates: list[float] | None = None, final_norm: bool = True):
+                 drop_path_rates: list[float] | None = None, final_norm: bool = True,
+                 gelu: str = "exact", eps: float = 1e-6):
         super().__init__()
         rates = drop_path_rates if drop_path_rates is not None else [0.0] * depth
-        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_dim, r) for r in rates)
-        self.norm = nn.LayerNorm(dim, eps=1e-6) if final_norm else nn.Identity()
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_dim, r, gelu, eps) for r in rates)
+        self.norm = nn.LayerNorm(dim, eps=eps) if final_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
