@@ -33,9 +33,9 @@ import types
 import numpy as np
 
 B = 2
-VIDEO_SHAPE = (B, 4, 48, 48, 3)        # (batch, frames, height, width, channels): 2 x 3 x 3 = 18 tubelets
+VIDEO_SHAPE = (B, 4, 32, 48, 3)        # (batch, frames, height, width, channels): 2 x 2 x 3 = 12 tubelets
 SPEC_SHAPE = (B, 40, 128, 1)           # (batch, time, mel, 1): 2 x 8 = 16 patches, 8 frames dropped
-TINY = dict(hidden_size=32, num_heads=2, mlp_dim=64, num_layers=4)
+TINY = dict(hidden_size=16, num_heads=2, mlp_dim=48, num_layers=4)
 TINY_DECODER = dict(hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32)
 
 
@@ -163,8 +163,7 @@ def classifier_model(mbt, cfg, name: str, out_dir: str, seed: int, modalities: t
     model = cls(cfg, {"num_classes": num_classes, "input_dtype": jnp.float32,
                       "target_is_onehot": True})
     rng = np.random.default_rng(seed)
-    video = (B, 8, 48, 48, 3)  # finetuning takes more frames than pretraining (32 vs 16)
-    inputs = {"rgb": rng.uniform(-1, 1, video).astype(np.float32),
+    inputs = {"rgb": rng.uniform(-1, 1, VIDEO_SHAPE).astype(np.float32),
               "spectrogram": rng.normal(0, 1, SPEC_SHAPE).astype(np.float32)}
     inputs = {m: inputs[m] for m in modalities}
     key = jax.random.PRNGKey(seed)
@@ -195,17 +194,18 @@ def main() -> None:
     # VGGSound pretraining: separate encoders, audio mask 0.5.
     pretraining_model(vm, mu, load_config(args.scenic, "vggsound", "pretrain"), "vggsound_pretrain",
                       args.out, seed=2)
-    # MBT classifiers (finetune configs): fusion 18/24 (AudioSet) and 16/24 (VGGSound), scaled to 4.
+    # MBT classifiers (finetune configs): fusion 18/24 (AudioSet) and 16/24 (VGGSound), scaled to 4
+    # layers; the official class counts (527 multi-label, 309 single-label), as the importer infers.
     classifier_model(mbt, load_config(args.scenic, "audioset", "finetune"), "audioset_mbt", args.out,
-                     seed=3, modalities=("rgb", "spectrogram"), num_classes=5, fusion_layer=3,
+                     seed=3, modalities=("rgb", "spectrogram"), num_classes=527, fusion_layer=3,
                      multilabel=True)
     classifier_model(mbt, load_config(args.scenic, "vggsound", "finetune"), "vggsound_mbt", args.out,
-                     seed=4, modalities=("rgb", "spectrogram"), num_classes=7, fusion_layer=2,
+                     seed=4, modalities=("rgb", "spectrogram"), num_classes=309, fusion_layer=2,
                      multilabel=False)
     classifier_model(mbt, load_config(args.scenic, "vggsound", "finetune"), "vggsound_audio", args.out,
-                     seed=5, modalities=("spectrogram",), num_classes=7, fusion_layer=2, multilabel=False)
+                     seed=5, modalities=("spectrogram",), num_classes=309, fusion_layer=2, multilabel=False)
     classifier_model(mbt, load_config(args.scenic, "vggsound", "finetune"), "vggsound_video", args.out,
-                     seed=6, modalities=("rgb",), num_classes=7, fusion_layer=2, multilabel=False)
+                     seed=6, modalities=("rgb",), num_classes=309, fusion_layer=2, multilabel=False)
     for f in sorted(os.listdir(args.out)):
         print(f"{os.path.getsize(os.path.join(args.out, f)):>9}  {f}")
 

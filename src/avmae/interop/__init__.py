@@ -1,0 +1,1 @@
+"""Interoperability with other implementations' checkpoints (official Scenic / Flax release)."""
