@@ -213,3 +213,22 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     if case == "existing_out":
         assert (out / "keep.txt").read_text() == "earlier work" and "--overwrite" in err
+
+
+def test_pretraining_continues_from_an_imported_checkpoint(tiny_synth, tmp_path):
+    """`avmae pretrain --init RUN`: the imported weights are where training starts (at lr 0 one
+    step leaves them unchanged), with the imported config; --preset is refused beside --init."""
+    run = tmp_path / "imported"
+    assert main(["import-scenic", str(DATA / "vggsound_pretrain.params.msgpack"), "--out", str(run)]) == 0
+    out = tmp_path / "continued"
+    args = ["pretrain", "--init", str(run), "--data", str(tiny_synth / "train.csv"), "--out", str(out),
+            "--set", "train.steps=1", "--set", "train.base_lr=0", "--set", "train.batch_size=2",
+            "--set", "data.num_workers=0", "--set", "train.figure_clips=0", "--set", "data.audio_seconds=1.0",
+            "--set", "data.num_frames=4", "--set", "data.frame_stride=1", "--set", "data.short_side=48",
+            "--set", "data.crop_size=48"]
+    assert main(args) == 0
+    before, _, _, _ = load_weights(run)
+    after, cfg, _, _ = load_weights(out)
+    assert (cfg.model.encoder, cfg.model.gelu) == ("separate", "tanh")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert main(args[:1] + ["--preset", "tiny"] + args[1:]) == 2

@@ -56,7 +56,7 @@ def describe(cfg) -> dict:
         "video_tokens": total.get("video", 0),
         "visible_audio_tokens": visible.get("audio", 0),
         "visible_video_tokens": visible.get("video", 0),
-        "visible_tokens_rounding": "floor(N x (1 - mask_ratio)), as MAE",
+        "visible_tokens_rounding": "N - floor(mask_ratio x N), the official release's rule",
         **{k: round(v, 3) for k, v in pretrain_flops(cfg).items()},
     }
     note = describe_pairing(cfg.model)

@@ -17,6 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
+from .checkpoint import load_weights
 from .config import Config, ConfigError, build_config
 from .data.dataset import build_dataset, build_loader
 from .info import add_config_arguments
@@ -37,17 +38,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the run folder")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last complete checkpoint in --out")
+    parser.add_argument("--init", metavar="CKPT_OR_RUN",
+                        help="start from the weights of an AV-MAE pretraining checkpoint (e.g. an "
+                             "`avmae import-scenic` run) on your data: its config, a fresh optimiser")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
 
 
 def run(args: argparse.Namespace) -> int:
+    init = None
     if args.resume:
+        if args.init:
+            raise ConfigError("--init starts a new run and --resume continues one: give one of them")
         cfg = None  # taken from the checkpoint; --set still applies on top
+    elif args.init:
+        if args.preset is not None:
+            raise ConfigError("--init takes the model and input from the checkpoint; drop --preset "
+                              "(--set still applies)")
+        init, cfg, kind, _ = load_weights(args.init)
+        if kind != KIND:
+            raise ConfigError(f"--init '{args.init}' is a finetuned classifier, not an AV-MAE "
+                              "pretraining checkpoint")
+        cfg = build_config(None, args.overrides, base=cfg)
     else:
         if args.preset is None:
-            raise ConfigError("--preset is required (see `avmae presets`), unless --resume")
+            raise ConfigError("--preset is required (see `avmae presets`), unless --resume or --init")
         cfg = build_config(args.preset, args.overrides)
-    pretrain(cfg, args.data, args.out, resume=args.resume, device=args.device, overrides=args.overrides)
+    pretrain(cfg, args.data, args.out, resume=args.resume, device=args.device, overrides=args.overrides,
+             init=init)
     return 0
 
 
@@ -68,7 +85,8 @@ def masking_noise(model: AVMAE, inputs: dict, indices: torch.Tensor, seed: int, 
 
 
 def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False, device: str = "auto",
-             overrides: list[str] | None = None) -> Path:
+             overrides: list[str] | None = None, init: dict[str, torch.Tensor] | None = None) -> Path:
+    """Pretrain on DATA into OUT; `init` (a state dict) starts from given weights at step 0."""
     run_dir = Path(out)
     if not Path(data).exists():
         raise ConfigError(f"--data '{data}' does not exist: give a CSV manifest or a shards folder "
@@ -79,12 +97,12 @@ def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False, d
         cfg = build_config(None, overrides, base=cfg)
     d = distributed.setup(device)
     try:
-        return _pretrain(cfg, data, run_dir, d, weights, state)
+        return _pretrain(cfg, data, run_dir, d, weights, state, init)
     finally:
         distributed.teardown()
 
 
-def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weights, state) -> Path:
+def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weights, state, init=None) -> Path:
     t = cfg.train
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = AVMAE(cfg.model).to(d.device)
@@ -97,6 +115,8 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
     peak_lr = scaled_lr(t.base_lr, budget.global_batch)
     optimizer = build_optimizer(param_groups_weight_decay(model, t.weight_decay), t, peak_lr)
     step = 0
+    if init is not None:  # new run from given weights (every rank loads the same file)
+        model.load_state_dict(init)
     if weights is not None:
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
