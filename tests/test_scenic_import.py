@@ -232,3 +232,25 @@ def test_pretraining_continues_from_an_imported_checkpoint(tiny_synth, tmp_path)
     assert (cfg.model.encoder, cfg.model.gelu) == ("separate", "tanh")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert main(args[:1] + ["--preset", "tiny"] + args[1:]) == 2
+
+
+def test_python_api_load_and_load_clip(tmp_path):
+    """The README's library example: load the imported official model, embed one video."""
+    import avmae
+    from media import write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", seconds=1.0, size=(64, 48))
+    run = tmp_path / "run"
+    assert main(["import-scenic", str(DATA / "audioset_pretrain.optimizer.msgpack"), "--out", str(run),
+                 "--set", "data.audio_seconds=1.0", "--set", "data.num_frames=4",
+                 "--set", "data.short_side=48", "--set", "data.crop_size=48"]) == 0
+    model = avmae.load(run)
+    assert not model.training and model.config.model.encoder == "mid"
+    x = avmae.load_clip(clip, model.config)
+    assert x["audio"].shape == (1, 1, 100, 128) and x["video"].shape == (1, 3, 4, 48, 48)
+    with torch.no_grad():
+        tokens = model.forward_features(**x)
+    assert tokens["audio"].shape == (1, 6 * 8, 16) and tokens["video"].shape == (1, 2 * 3 * 3, 16)
+    classifier = avmae.load(imported("vggsound_video.params", tmp_path))
+    with torch.no_grad():
+        assert classifier(video=x["video"]).shape == (1, 309)

@@ -35,28 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .api import load_clip
     from .checkpoint import load_weights
-    from .data.decode import MediaError, read_clip
-    from .data.transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
 
     weights, cfg, kind, _ = load_weights(args.checkpoint)
     if kind != "avmae_pretrain":
         raise ConfigError(f"'{args.checkpoint}' is a {kind} checkpoint; visualize needs a pretraining "
                           "checkpoint (it has the decoder)")
-    if not Path(args.clip).is_file():
-        raise ConfigError(f"no such file: '{args.clip}'")
+    batch = load_clip(args.clip, cfg)
     model = AVMAE(cfg.model)
     model.load_state_dict(weights)
-    try:
-        raw = read_clip(args.clip, cfg.data)
-    except MediaError as err:
-        raise ConfigError(f"cannot read '{args.clip}': {err}") from None
-    batch = {
-        "audio": (audio_tensor(audio_logmel(raw.waveform, cfg.data), cfg.data) if raw.waveform is not None
-                  else fill_audio(cfg.data))[None],
-        "video": (video_tensor(raw.frames, cfg.data, train=False, rng=None) if raw.frames is not None
-                  else fill_video(cfg.data))[None],
-    }
     path = reconstruction_figure(model, batch, Path(args.out), seed=args.seed,
                                  title=Path(args.clip).name)
     print(path)
