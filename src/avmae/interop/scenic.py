@@ -106,7 +106,7 @@ class Tree:
     the end was not understood (and the import refuses it)."""
 
     def __init__(self, flat: dict[str, np.ndarray], source: str):
-        self.flat, self.source = dict(flat), source
+        self.flat, self.source = flat, source  # owned: taking a tensor out frees the original
 
     def has(self, name: str) -> bool:
         return name in self.flat
@@ -404,6 +404,7 @@ def import_scenic(checkpoint: str | Path, out: str | Path, *, preset: str | None
     log(f"read {len(flat)} parameter tensors from '{checkpoint}' ({layout} layout, step {step}); "
         "optimizer state skipped")
     tree = Tree(flat, str(checkpoint))
+    del flat  # the tree owns the arrays: each is freed once converted (peak ~ parameters + one tensor)
     arch = infer_architecture(tree)
     cfg, chosen = build_import_config(arch, preset, overrides)
     fused = arch.kind == "avmae_finetune" and len(arch.modalities) == 2 and cfg.finetune.fusion_layer < arch.depth
