@@ -181,7 +181,9 @@ def test_layer_wise_lr_decay_groups_mbt():
     for i in range(L):
         assert info[f"streams.audio.blocks.{i}.attn.qkv.weight"] == (0.5 ** (L - i), 0.05)
         assert info[f"streams.video.blocks.{i}.norm1.weight"] == (0.5 ** (L - i), 0.0)
-    assert info["bottleneck"] == (0.5 ** (L - 2), 0.0)  # enters at block 2 (fusion_layer), no decay
+    # The bottleneck tokens take the top group: the head's full rate, no layer decay and no weight
+    # decay (official optimizer_utils._get_layer_id), although they enter at block 2.
+    assert info["bottleneck"] == (1.0, 0.0)
 
 
 def test_layer_wise_lr_decay_groups_mid_fusion_encoder():
