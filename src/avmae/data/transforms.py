@@ -9,9 +9,9 @@ Video, training: a square crop whose side is crop_size / s source pixels, s unif
 [scale_jitter_min, scale_jitter_max] (the same as resizing the short side by s and cropping
 crop_size), at a random position, resized to crop_size, then a horizontal flip with probability
 1/2 if cfg.flip (finetuning, Table 18), then colour augmentation if cfg.color_augment /
-cfg.color_drop (the official finetuning configs: 0.8 / 0.1). Evaluation: the centre crop_size square.
-RGB is scaled to [-1, 1] (paper Sec. 4.1). All randomness comes from the `rng` given (the dataset derives it from
-seed, epoch and clip index), so results do not depend on worker count.
+cfg.color_drop (the official finetuning configs: 0.8 / 0.1). Evaluation: the centre crop_size
+square. RGB is scaled to [-1, 1] (paper Sec. 4.1). All randomness comes from the `rng` given (the
+dataset derives it from seed, epoch and clip index), so results do not depend on worker count.
 
 Audio: the clip's log-mel is cut or padded to audio_frames (AST's convention: keep the first
 frames, pad at the end) and normalised with the dataset's statistics, (x - mean) / (2 * std) as
