@@ -91,6 +91,11 @@ def test_bad_recipe_use_exits_2_with_one_line(tiny_synth, tmp_path, capsys):
                  "--data", str(tiny_synth / "train.csv"), "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "no pretrain stage" in err
+    # A resumed run keeps its own recipe.
+    code = main(["pretrain", "--resume", "--recipe", "vggsound", "--data", str(tiny_synth / "train.csv"),
+                 "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--recipe" in err
     with pytest.raises(SystemExit) as exit_:
         main(["info", "--recipe", "kinetics"])
     assert exit_.value.code == 2
