@@ -379,6 +379,7 @@ def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
         raise ConfigError(f"the annotation files list no clips: {', '.join(map(str, files))}")
     index = VideoIndex(videos)
     out.mkdir(parents=True, exist_ok=True)
+    base = _relative(videos, out)   # once: resolving every one of 2 M paths is slow
     columns = ["path", *LABEL_COLUMNS[dataset], "start", "end", "id"]
     counts = {s: {"clips": 0, "found": 0, "missing": 0} for s in SPLITS}
     written: dict[str, list[list[str]]] = {s: [] for s in SPLITS}
@@ -394,7 +395,8 @@ def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
         counts[row.split]["found"] += 1
         start, end = (f"{row.start:g}", f"{row.end:g}") if whole else ("", "")
         row_id = row.extra.get("narration_id") or f"{row.id}_{row.start:g}"
-        written[row.split].append([_relative(path, out), *(row.labels[c] for c in LABEL_COLUMNS[dataset]),
+        rel = (Path(base) / path.relative_to(videos)).as_posix()
+        written[row.split].append([rel, *(row.labels[c] for c in LABEL_COLUMNS[dataset]),
                                    start, end, row_id])
     (out / "missing.txt").write_text("".join(line + "\n" for line in missing))
     for split in SPLITS:
@@ -416,7 +418,7 @@ def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
 
 
 def _relative(path: Path, out: Path) -> str:
-    """The manifest's path: relative to the manifest's folder where possible."""
+    """`path` relative to the manifest's folder `out` where possible, else absolute."""
     try:
         return os.path.relpath(path.resolve(), out.resolve())
     except ValueError:  # another drive (Windows)
