@@ -59,7 +59,7 @@ def vggsound(tmp_path_factory):
     with open(root / "vggsound.csv", "w", newline="") as f:
         csv.writer(f).writerows(rows)
     video(videos / "-Ab_cD3fG4h_000010.mp4")
-    video(videos / "sub" / "zz9.mp4")
+    video(videos / "sub" / "zz9.mp4", seconds=12.0)        # a whole video holds its 10 s segment
     video(videos / "tr3_000020.MP4")
     video(videos / "tr4_000030.mp4")
     video(videos / "te1_000005.mp4")
@@ -123,7 +123,7 @@ def audioset(tmp_path_factory):
         writer.writerows([(i, mid, name) for i, (mid, name) in enumerate(CLASSES)])
     segments(root / "balanced_train_segments.csv", [
         ("--PJHxphWEs", 30, 40, "/m/09x0r,/m/05zppz"),   # {ytid}_{start_ms}_{end_ms}
-        ("abcdefghijk", 0, 10, "/m/068hy"),              # Y{ytid}.mp4: the whole video
+        ("abcdefghijk", 0.2, 1.0, "/m/068hy"),           # Y{ytid}.mp4: the whole (1.2 s) video
         ("tr3", 10, 20, "/m/0ytgt,/m/09x0r"),            # {ytid}_{start}_{end}
         ("tr4", 20, 30, "/m/068hy"),
         ("deleted1", 0, 10, "/m/068hy"),
@@ -152,7 +152,7 @@ def test_audioset_manifests_keep_the_official_class_order(audioset, tmp_path, ca
     train, test = read_manifest(out / "train.csv"), read_manifest(out / "test.csv")
     assert train[0]["labels"] == "Speech;Male speech, man speaking"
     assert train[1]["path"].endswith("Yabcdefghijk.mp4")               # the whole video:
-    assert (train[1]["start"], train[1]["end"]) == ("0", "10")         # its segment
+    assert (train[1]["start"], train[1]["end"]) == ("0.2", "1")        # its segment
     assert (train[0]["start"], train[0]["end"]) == ("", "")
     assert [r["labels"] for r in test] == ["Speech;Animal", "Animal"]
     assert vocab(out) == {"labels": [name for _, name in CLASSES]}   # index order, not sorted
@@ -241,6 +241,22 @@ def test_epic_kitchens_finetune_and_evaluate_report_verb_noun_action(epic, tmp_p
 
 
 # ---- naming schemes and bad input -----------------------------------------------------------------
+
+def test_files_named_by_id_that_are_too_short_are_taken_as_the_segments(tmp_path, capsys):
+    """PANNs' AudioSet downloader saves just the 10 s segment as Y{ytid}.mp4: such files end before
+    their segment does, so they are the segments, not whole videos."""
+    with open(tmp_path / "class_labels_indices.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("index", "mid", "display_name"), (0, "/m/a", "A")])
+    segments(tmp_path / "eval_segments.csv", [(f"id{i}", 30, 40, "/m/a") for i in range(3)])
+    for i in range(3):
+        video(tmp_path / "v" / f"Yid{i}.mp4")
+    out = tmp_path / "m"
+    assert main(["manifest", "audioset", str(tmp_path / "eval_segments.csv"),
+                 str(tmp_path / "class_labels_indices.csv"), "--videos", str(tmp_path / "v"),
+                 "--out", str(out)]) == 0
+    assert "3 files named by the YouTube id alone" in capsys.readouterr().out
+    assert [(r["start"], r["end"]) for r in read_manifest(out / "test.csv")] == [("", "")] * 3
+
 
 def test_pattern_names_the_files(tmp_path, capsys):
     (tmp_path / "vggsound.csv").write_text("aa,12,dog,train\nbb,3,cat,test\n")

@@ -30,11 +30,14 @@ the names the common downloaders give them, tried in this order after --pattern:
     {ytid}_{start_ms}_{end_ms}       a clip, times in milliseconds (common for AudioSet)
     {ytid}_{start}_{end}             a clip, whole seconds; also with 3 or 1 decimals
     {ytid}                           the whole video: the segment's start and end go into the manifest
-each also with a leading 'Y' (AudioSet's own convention). Epic Kitchens videos are found by
+each also with a leading 'Y' (AudioSet's own convention). Some downloaders (PANNs' for AudioSet)
+save just the segment as Y{ytid}.mp4: a sample of the files matched as whole videos is probed, and
+if most are too short to hold their segment, all of them are taken as the segments themselves
+(and the summary says so). Epic Kitchens videos are found by
 video_id (P01/videos/P01_01.MP4, P01/P01_01.MP4, P01_01.mp4, ...), each row a segment of one.
 --pattern is a path under --videos with {ytid}, {start}, {end} (whole seconds), {start_ms},
 {end_ms}, {video_id}, {participant_id}; without an extension any video extension matches; a pattern
-without a time field names the whole video. A missing video is counted and listed, never fatal
+without a time field names the whole video (probed like {ytid}). A missing video is counted and listed, never fatal
 (10-20 % of AudioSet is gone from YouTube). Bad input (a wrong header, a malformed timestamp, an
 unknown label id) stops with one line naming the file and line.
 """
@@ -361,6 +364,29 @@ def locate(row: Row, index: VideoIndex, dataset: str, pattern: str | None
     return None
 
 
+PROBE_FILES = 50        # whole-video matches whose duration is read to tell videos from segments
+
+
+def media_seconds(path: Path) -> float | None:
+    """The container's duration in seconds (header only), or None if unknown or unreadable."""
+    import av
+    try:
+        with av.open(str(path)) as container:
+            return container.duration / 1e6 if container.duration else None
+    except Exception:  # broken media is the data pipeline's business, not the manifest's
+        return None
+
+
+def whole_files_are_segments(matches: list[tuple[Row, Path]]) -> bool:
+    """True when most of a sample of files matched as whole videos cannot hold their segment (they
+    end before it does, with 0.5 s of slack): those files are the segments themselves."""
+    sample = matches[:PROBE_FILES]
+    durations = [(row, media_seconds(path)) for row, path in sample]
+    known = [(row, d) for row, d in durations if d is not None]
+    too_short = sum(d < row.end - 0.5 for row, d in known)
+    return bool(known) and too_short > len(known) / 2
+
+
 # ---- writing -----------------------------------------------------------------------------------
 
 LABEL_COLUMNS = {"vggsound": ["label"], "audioset": ["labels"], "epic-kitchens": ["verb", "noun"]}
@@ -369,7 +395,8 @@ LABEL_COLUMNS = {"vggsound": ["label"], "audioset": ["labels"], "epic-kitchens":
 def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
                     pattern: str | None = None) -> dict:
     """Read the annotation files, locate each clip's video and write OUT/{train,test}.csv,
-    vocab.json and missing.txt. Returns the counts {split: {"clips", "found", "missing"}}."""
+    vocab.json and missing.txt. Returns {split: {"clips", "found", "missing"}} and, under
+    "whole_as_segments", how many files named by the id alone were taken as the segments."""
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset '{dataset}'; choose one of: {', '.join(DATASETS)}")
     if not videos.is_dir():
@@ -384,6 +411,7 @@ def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
     counts = {s: {"clips": 0, "found": 0, "missing": 0} for s in SPLITS}
     written: dict[str, list[list[str]]] = {s: [] for s in SPLITS}
     missing: list[str] = []
+    located = []
     for row in rows:
         counts[row.split]["clips"] += 1
         found = locate(row, index, dataset, pattern)
@@ -391,9 +419,13 @@ def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
             counts[row.split]["missing"] += 1
             missing.append(f"{row.split}\t{row.id}\t{row.start:g}\t{row.end:g}\t{row.where}")
             continue
-        path, whole = found
         counts[row.split]["found"] += 1
-        start, end = (f"{row.start:g}", f"{row.end:g}") if whole else ("", "")
+        located.append((row, *found))
+    whole = [(row, path) for row, path, is_whole in located if is_whole]
+    segments = dataset != "epic-kitchens" and whole_files_are_segments(whole)
+    for row, path, is_whole in located:
+        is_whole = is_whole and not segments
+        start, end = (f"{row.start:g}", f"{row.end:g}") if is_whole else ("", "")
         row_id = row.extra.get("narration_id") or f"{row.id}_{row.start:g}"
         rel = (Path(base) / path.relative_to(videos)).as_posix()
         written[row.split].append([rel, *(row.labels[c] for c in LABEL_COLUMNS[dataset]),
@@ -414,7 +446,7 @@ def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
             writer.writerows(written[split])
         os.replace(tmp, out / f"{split}.csv")
     save_vocab(vocab, out / "vocab.json")
-    return counts
+    return {**counts, "whole_as_segments": len(whole) if segments else 0}
 
 
 def _relative(path: Path, out: Path) -> str:
@@ -450,12 +482,16 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     counts = write_manifests(args.dataset, [Path(p) for p in args.annotations], Path(args.videos),
                              out, args.pattern)
-    for split, c in counts.items():
+    for split in SPLITS:
+        c = counts[split]
         if c["clips"]:
             share = 100.0 * c["missing"] / c["clips"]
             print(f"{split}: {c['found']} of {c['clips']} clips found, {c['missing']} missing "
                   f"({share:.1f} %)" + (f" -> {out / (split + '.csv')}" if c["found"] else ""))
-    if any(c["missing"] for c in counts.values()):
+    if counts["whole_as_segments"]:
+        print(f"{counts['whole_as_segments']} files named by the YouTube id alone are shorter than "
+              "their segments' ends: taken as the segments themselves (no start/end)")
+    if any(counts[s]["missing"] for s in SPLITS):
         print(f"missing clips are listed in {out / 'missing.txt'}")
     print(f"vocabulary: {out / 'vocab.json'} (pass it to `avmae finetune --vocab`)")
     return 0
