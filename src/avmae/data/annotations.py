@@ -32,14 +32,14 @@ the names the common downloaders give them, tried in this order after --pattern:
     {ytid}                           the whole video: the segment's start and end go into the manifest
 each also with a leading 'Y' (AudioSet's own convention). Some downloaders (PANNs' for AudioSet)
 save just the segment as Y{ytid}.mp4: a sample of the files matched as whole videos is probed, and
-if most are too short to hold their segment, all of them are taken as the segments themselves
-(and the summary says so). Epic Kitchens videos are found by
-video_id (P01/videos/P01_01.MP4, P01/P01_01.MP4, P01_01.mp4, ...), each row a segment of one.
---pattern is a path under --videos with {ytid}, {start}, {end} (whole seconds), {start_ms},
-{end_ms}, {video_id}, {participant_id}; without an extension any video extension matches; a pattern
-without a time field names the whole video (probed like {ytid}). A missing video is counted and listed, never fatal
-(10-20 % of AudioSet is gone from YouTube). Bad input (a wrong header, a malformed timestamp, an
-unknown label id) stops with one line naming the file and line.
+if most are too short to hold their segment, all of them are taken as the segments themselves (and
+the summary says so). Epic Kitchens videos are found by video_id (P01/videos/P01_01.MP4,
+P01/P01_01.MP4, P01_01.mp4, ...), each row a segment of one. --pattern is a path under --videos
+with {ytid}, {start}, {end} (whole seconds), {start_ms}, {end_ms}, {video_id}, {participant_id};
+without an extension any video extension matches; a pattern without a time field names the whole
+video (probed like {ytid}). A missing video is counted and listed, never fatal (10-20 % of AudioSet
+is gone from YouTube). Bad input (a wrong header, a malformed timestamp, an unknown label id) stops
+with one line naming the file and line.
 """
 
 from __future__ import annotations
