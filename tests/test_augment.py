@@ -4,8 +4,8 @@ import dataclasses
 
 import torch
 
-from avmae.augment import (augment_spectrogram, mixup, one_hot, sample_mixup, smooth_labels, spec_augment,
-                           time_shift)
+from avmae.augment import (augment_spectrogram, mixup, mixup_modalities, one_hot, sample_mixup,
+                           smooth_labels, spec_augment, time_shift)
 from avmae.config import FinetuneConfig
 
 
@@ -133,3 +133,53 @@ def test_augment_spectrogram_follows_the_config():
     assert torch.equal(y, time_shift(x, gen(0))[0]) and not (y == 0).any()
     on = FinetuneConfig()   # defaults: shift + 2 frequency and 4 time masks
     assert (augment_spectrogram(x, on, gen(0)) == 0).any()
+
+
+def test_mixup_modalities_one_pairing_a_lambda_and_targets_per_modality():
+    """Official `mixmod=True`: every modality mixed with the same partner clip, each with its own
+    lambda, and each modality's targets mixed with that modality's lambda."""
+    B = 6
+    audio = torch.randn(B, 1, 32, 16, generator=gen(1))
+    video = torch.randn(B, 3, 2, 8, 8, generator=gen(2))
+    verb, noun = one_hot(torch.arange(B) % 3, 3), one_hot(torch.arange(B) % 5, 5)
+    mixed, targets, lams, perm = mixup_modalities({"audio": audio, "video": video}, (verb, noun), 0.5,
+                                                  gen(3))
+    assert set(targets) == set(lams) == {"audio", "video"}
+    assert lams["audio"] != lams["video"] and all(0 < l < 1 for l in lams.values())
+    for m, x in (("audio", audio), ("video", video)):
+        lam = lams[m]
+        torch.testing.assert_close(mixed[m], lam * x + (1 - lam) * x[perm])
+        mv, mn = targets[m]
+        torch.testing.assert_close(mv, lam * verb + (1 - lam) * verb[perm])
+        torch.testing.assert_close(mn, lam * noun + (1 - lam) * noun[perm])
+    assert not torch.allclose(targets["audio"][0], targets["video"][0])
+    # Over many batches the two lambdas are independent draws, not one shared value.
+    draws = [mixup_modalities({"audio": audio, "video": video}, verb, 0.5, gen(s))[2] for s in range(20)]
+    assert all(d["audio"] != d["video"] for d in draws)
+    # alpha 0: nothing mixed, nothing drawn.
+    mixed, targets, lams, perm = mixup_modalities({"audio": audio}, verb, 0.0, gen(0))
+    assert lams == {"audio": 1.0} and torch.equal(mixed["audio"], audio) and torch.equal(targets["audio"], verb)
+
+
+def test_colour_augmentation_is_one_draw_per_clip_and_colour_drop_is_grey():
+    import numpy as np
+    from avmae.data.transforms import color_augment
+    g = torch.Generator().manual_seed(0)
+    frame = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
+    clip = frame.expand(3, 4, 8, 8).contiguous()           # four identical frames
+    out = color_augment(clip, np.random.default_rng(1), 1.0, 0.0)
+    assert not torch.allclose(out, clip) and out.min() >= -1 and out.max() <= 1
+    for t in range(1, 4):                                   # every frame changed alike
+        torch.testing.assert_close(out[:, t], out[:, 0])
+    grey = color_augment(clip, np.random.default_rng(1), 0.0, 1.0)
+    torch.testing.assert_close(grey[0], grey[1])
+    torch.testing.assert_close(grey[1], grey[2])
+    assert torch.equal(color_augment(clip, np.random.default_rng(1), 0.0, 0.0), clip)
+    # Hue turns the colour wheel: a third of a turn takes red to green.
+    from avmae.data.transforms import adjust_hue
+    red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1, 1)
+    torch.testing.assert_close(adjust_hue(red, 1 / 3), torch.tensor([0.0, 1.0, 0.0]).view(3, 1, 1, 1))
+    # With probability 0.8 about four clips in five change.
+    rng = np.random.default_rng(2)
+    changed = sum(not torch.equal(color_augment(clip, rng, 0.8, 0.0), clip) for _ in range(200))
+    assert 130 < changed < 190

@@ -181,7 +181,9 @@ def test_layer_wise_lr_decay_groups_mbt():
     for i in range(L):
         assert info[f"streams.audio.blocks.{i}.attn.qkv.weight"] == (0.5 ** (L - i), 0.05)
         assert info[f"streams.video.blocks.{i}.norm1.weight"] == (0.5 ** (L - i), 0.0)
-    assert info["bottleneck"] == (0.5 ** (L - 2), 0.0)  # enters at block 2 (fusion_layer), no decay
+    # The bottleneck tokens take the top group: the head's full rate, no layer decay and no weight
+    # decay (official optimizer_utils._get_layer_id), although they enter at block 2.
+    assert info["bottleneck"] == (1.0, 0.0)
 
 
 def test_layer_wise_lr_decay_groups_mid_fusion_encoder():
@@ -194,3 +196,28 @@ def test_layer_wise_lr_decay_groups_mid_fusion_encoder():
     assert info["encoder.joint.blocks.0.attn.proj.weight"] == 3
     assert info["encoder.joint.blocks.1.attn.proj.weight"] == 4
     assert info["encoder.joint.norm.weight"] == 5 and info["head.weight"] == 5
+
+
+@pytest.mark.parametrize("arch,encoder", [("mbt", None), ("pretraining_encoder", "mid")])
+@pytest.mark.parametrize("num_classes", [7, (5, 3)])
+def test_per_modality_logits_are_what_forward_averages(arch, encoder, num_classes):
+    """MBT trains on each modality's logits (official mbt.py) and evaluates on their mean: the
+    per-modality output differs between modalities and `forward` stays the mean."""
+    over = [f"finetune.architecture={arch}", "finetune.modality=av"]
+    model = build_classifier(tiny_cfg(*over, *([f"model.encoder={encoder}"] if encoder else [])),
+                             num_classes).eval()
+    randomise_heads(model)
+    a, v = inputs()
+    per = model(a, v, per_modality=True)
+    assert set(per) == {"audio", "video"}
+    mean = model(a, v)
+    if isinstance(num_classes, int):
+        assert per["audio"].shape == (2, 7) and not torch.allclose(per["audio"], per["video"])
+        torch.testing.assert_close(mean, (per["audio"] + per["video"]) / 2)
+    else:
+        for i, c in enumerate(num_classes):
+            assert per["audio"][i].shape == (2, c)
+            torch.testing.assert_close(mean[i], (per["audio"][i] + per["video"][i]) / 2)
+    single = build_classifier(tiny_cfg("finetune.modality=audio"), 4).eval()
+    randomise_heads(single)
+    torch.testing.assert_close(single(a, v, per_modality=True)["audio"], single(a, v))

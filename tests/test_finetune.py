@@ -220,7 +220,8 @@ def test_losses_match_torch_and_the_task_definitions():
     pairs = torch.tensor([[0, 1], [2, 3], [1, 0], [0, 0], [2, 2]])
     loss, parts = classification_loss((verb, noun), soft_targets(pairs, "verb_noun", [3, 4]), "verb_noun")
     torch.testing.assert_close(parts["loss_verb"], F.cross_entropy(verb, pairs[:, 0]))
-    torch.testing.assert_close(loss, F.cross_entropy(verb, pairs[:, 0]) + F.cross_entropy(noun, pairs[:, 1]))
+    # Epic Kitchens: the two heads' losses averaged (equal weights, official mbt.py), not summed.
+    torch.testing.assert_close(loss, (F.cross_entropy(verb, pairs[:, 0]) + F.cross_entropy(noun, pairs[:, 1])) / 2)
 
 
 # ---- bad input ----------------------------------------------------------------------------------
@@ -263,3 +264,55 @@ def test_bad_arguments_exit_2_with_one_line(case, pretrained, tiny_synth, tmp_pa
     if case == "val_label_not_in_vocab":
         assert "zebra_moo" in err[0] and "vocabulary" in err[0]
     assert not (run / "checkpoints").exists()
+
+
+# ---- the paper's recipe, in the loop (issue 11) ---------------------------------------------------
+
+def test_training_takes_a_loss_per_modality_against_its_own_mixed_targets(pretrained, tiny_synth,
+                                                                           tmp_path, monkeypatch):
+    """MBT: the loss is computed on each modality's logits against that modality's mixed targets
+    (one mixup lambda per modality) and averaged; validation still sees the averaged logits."""
+    import avmae.finetune as ft
+    seen = []
+    real = ft.per_modality_loss
+
+    def spy(logits, targets, task):
+        seen.append((logits, targets))
+        return real(logits, targets, task)
+
+    monkeypatch.setattr(ft, "per_modality_loss", spy)
+    assert main(finetune_args(pretrained, tiny_synth, tmp_path / "run", "av", *FT,
+                              "finetune.label_smoothing=0")) == 0
+    assert len(seen) == 2                                    # two training steps
+    logits, targets = seen[0]
+    assert set(logits) == set(targets) == {"audio", "video"}
+    assert logits["audio"].shape == targets["audio"].shape
+    # Different lambdas per modality (a step whose pairing happens to be the identity mixes nothing).
+    assert any(not torch.allclose(t["audio"], t["video"]) for _, t in seen)
+    for t in targets.values():
+        torch.testing.assert_close(t.sum(1), torch.ones(len(t)))   # still distributions
+    logits, targets = seen[1]                 # after one step the heads are no longer zero
+    assert not torch.allclose(logits["audio"], logits["video"])
+    loss, _ = real(logits, targets, "single")
+    torch.testing.assert_close(loss, (classification_loss(logits["audio"], targets["audio"], "single")[0]
+                                      + classification_loss(logits["video"], targets["video"], "single")[0]) / 2)
+
+
+def test_learning_rates_are_the_papers_at_its_batch_scaled_to_ours(pretrained, tiny_synth, tmp_path,
+                                                                    capsys):
+    """Sec. B.1 gives each rate at the reported batch: finetuning 0.8 at 64, pretraining 3e-4 at
+    512; a global batch of 4 trains at 4/64 and 4/512 of them (not x 4/256)."""
+    run = tmp_path / "ft"
+    assert main(finetune_args(pretrained, tiny_synth, run, "av", *FT, "train.warmup_steps=0")) == 0
+    assert "peak lr 0.05 = train.base_lr 0.8 x global batch 4 / train.lr_batch 64" in capsys.readouterr().out
+    rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    assert rows[0]["step"] == 1 and rows[0]["lr"] == pytest.approx(0.8 * 4 / 64)
+
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "--preset", "tiny-4l-cpu", "--recipe", "vggsound", "--data",
+                 str(tiny_synth / "train.csv"), "--out", str(pre),
+                 *[a for s in TINY + ["train.steps=1", "train.batch_size=4", "train.figure_clips=0",
+                                      "train.warmup_steps=0"] for a in ("--set", s)]]) == 0
+    assert "train.lr_batch 512" in capsys.readouterr().out
+    rows = [r for r in map(json.loads, (pre / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
+    assert rows[0]["lr"] == pytest.approx(3e-4 * 4 / 512)

@@ -125,12 +125,11 @@ def test_classifier_logits_equal_official(name, tmp_path):
     inputs = model_inputs(vectors)
     with torch.no_grad():
         logits = model(**inputs)
-        features = model.forward_features(**inputs)
-        pooled = model.pool(features)
+        per_modality = model(**inputs, per_modality=True)
     assert_close(logits, vectors["logits"], f"{name} logits")
     # Training returns each modality's logits (the official loss averages their losses).
     for m in inputs:
-        assert_close(model.head(pooled[m]), vectors[f"logits_{KEY[m]}"], f"{name} {m} logits")
+        assert_close(per_modality[m], vectors[f"logits_{KEY[m]}"], f"{name} {m} logits")
 
 
 def test_finetuning_from_an_imported_checkpoint_copies_the_official_layout(tmp_path):

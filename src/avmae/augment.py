@@ -1,8 +1,11 @@
 """Finetuning augmentations on batches (paper B.2, Tables 16-18), in torch.
 
     one_hot, smooth_labels   targets as class probabilities; label smoothing 0.3
-    mixup                    Mixup [81], alpha 0.5 (1.25 audio-only): one lambda and one pairing per
-                             batch, shared by audio, video and every target (MBT: "per modality")
+    mixup                    Mixup [81]: one lambda and one pairing per batch, shared by audio,
+                             video and every target
+    mixup_modalities         Mixup per modality, what finetuning uses (official `mixmod=True`,
+                             alpha 0.5; 1.25 audio-only, Tables 17-18): one pairing, one lambda per
+                             modality, and per modality its own mixed targets
     spec_augment             SpecAugment [55]: frequency and time masks set to 0, the normalised mean
     time_shift               circular shift of the spectrogram by a uniform random offset
     augment_spectrogram      time shift, then SpecAugment, as `cfg.finetune` says
@@ -42,9 +45,22 @@ def sample_mixup(batch: int, alpha: float, generator: torch.Generator) -> tuple[
     """
     if alpha <= 0:
         return 1.0, torch.arange(batch)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    lam = sample_lambda(alpha, generator)
     return lam, torch.randperm(batch, generator=generator)
+
+
+def sample_lambda(alpha: float, generator: torch.Generator) -> float:
+    """lambda ~ Beta(alpha, alpha), drawn through `generator` (alpha <= 0: 1, no mixing)."""
+    if alpha <= 0:
+        return 1.0
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def _mix(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
+    if lam == 1.0:
+        return x
+    return lam * x + (1.0 - lam) * x[perm.to(x.device)]
 
 
 def mixup(inputs: dict[str, torch.Tensor | None], targets: Targets, alpha: float,
@@ -59,14 +75,33 @@ def mixup(inputs: dict[str, torch.Tensor | None], targets: Targets, alpha: float
     batch = next(v.shape[0] for v in inputs.values() if v is not None)
     lam, perm = sample_mixup(batch, alpha, generator)
 
-    def mix(x: torch.Tensor) -> torch.Tensor:
-        if lam == 1.0:
-            return x
-        return lam * x + (1.0 - lam) * x[perm.to(x.device)]
+    mixed = {m: None if x is None else _mix(x, lam, perm) for m, x in inputs.items()}
+    return mixed, mix_targets(targets, lam, perm), lam, perm
 
-    mixed = {m: None if x is None else mix(x) for m, x in inputs.items()}
-    mixed_targets = tuple(mix(t) for t in targets) if isinstance(targets, tuple) else mix(targets)
-    return mixed, mixed_targets, lam, perm
+
+def mix_targets(targets: Targets, lam: float, perm: torch.Tensor) -> Targets:
+    """lam * t + (1 - lam) * t[perm] for one target tensor or each of a tuple (verb, noun)."""
+    if isinstance(targets, tuple):
+        return tuple(_mix(t, lam, perm) for t in targets)
+    return _mix(targets, lam, perm)
+
+
+def mixup_modalities(inputs: dict[str, torch.Tensor], targets: Targets, alpha: float,
+                     generator: torch.Generator
+                     ) -> tuple[dict[str, torch.Tensor], dict[str, Targets], dict[str, float], torch.Tensor]:
+    """Mixup per modality, as the official finetuning (`train_utils.mixup_modalities`, mixmod=True):
+    every modality is mixed with the same partner clip but with its own lambda ~ Beta(alpha,
+    alpha), and gets its own mixed targets, against which that modality's logits are trained.
+
+    inputs: {"audio": (B, 1, T, F), "video": (B, 3, T, H, W)} (the modalities the model uses);
+    targets: float (B, C), or a tuple of them (verb, noun).
+    Returns (mixed inputs, {m: mixed targets}, {m: lambda}, perm).
+    """
+    batch = next(iter(inputs.values())).shape[0]
+    perm = torch.randperm(batch, generator=generator) if alpha > 0 else torch.arange(batch)
+    lams = {m: sample_lambda(alpha, generator) for m in inputs}
+    mixed = {m: _mix(x, lams[m], perm) for m, x in inputs.items()}
+    return mixed, {m: mix_targets(targets, lams[m], perm) for m in inputs}, lams, perm
 
 
 def _band_masks(batch: int, length: int, count: int, max_width: int,

@@ -10,7 +10,9 @@
         tokens: Table 12's "pretraining encoder" column.
 
 Both pool each modality's own tokens, send every pooled vector through ONE shared head and average
-the logits over modalities (MBT). `num_classes` is an int (one head) or a tuple such as
+the logits over modalities (MBT). Training takes the logits per modality instead
+(`forward(..., per_modality=True)`): each gets its own loss and the losses are averaged (official
+mbt.py); evaluation averages the logits. `num_classes` is an int (one head) or a tuple such as
 (num_verbs, num_nouns) (one head each, Epic Kitchens, Sec. 4.1); the output is then a tuple.
 
 Inputs as everywhere: audio log-mel (B, 1, T_frames, 128), video (B, 3, T, H, W). Position
@@ -113,16 +115,25 @@ class Classifier(nn.Module):
         """Global average pooling of each modality's own tokens: {m: (B, N_m, D)} -> {m: (B, D)}."""
         return {m: x.mean(dim=1) for m, x in features.items()}
 
-    def forward_head(self, features: Tokens) -> Logits:
-        """Pool each modality, apply the shared head(s), average the logits over modalities."""
+    def forward_head(self, features: Tokens, per_modality: bool = False) -> Logits | dict[str, Logits]:
+        """Pool each modality and apply the shared head(s). By default the logits are averaged over
+        modalities (MBT at evaluation); per_modality=True returns {m: logits} instead, what MBT
+        trains on (one loss per modality, averaged: official mbt.py)."""
         pooled = self.pool(features)
-        logits = tuple(torch.stack([head(z) for z in pooled.values()]).mean(dim=0)  # (B, C)
-                       for head in self.heads())
-        return logits[0] if isinstance(self.head, nn.Linear) else logits
+        one = isinstance(self.head, nn.Linear)
+        per = {m: self.head(z) if one else tuple(head(z) for head in self.heads())   # (B, C) each
+               for m, z in pooled.items()}
+        if per_modality:
+            return per
+        if one:
+            return torch.stack(list(per.values())).mean(dim=0)
+        return tuple(torch.stack([p[i] for p in per.values()]).mean(dim=0) for i in range(len(self.head)))
 
-    def forward(self, audio: torch.Tensor | None = None, video: torch.Tensor | None = None) -> Logits:
-        """Logits (B, C), or a tuple of them for several heads."""
-        return self.forward_head(self.forward_features(audio, video))
+    def forward(self, audio: torch.Tensor | None = None, video: torch.Tensor | None = None,
+                per_modality: bool = False) -> Logits | dict[str, Logits]:
+        """Logits (B, C), or a tuple of them for several heads, averaged over modalities; with
+        per_modality=True a dict {modality: those logits} (training)."""
+        return self.forward_head(self.forward_features(audio, video), per_modality)
 
     def forward_features(self, audio=None, video=None) -> Tokens:
         raise NotImplementedError
@@ -196,12 +207,13 @@ class StreamClassifier(Classifier):
 
     def layer_id(self, name: str) -> int:
         """Depth for layer-wise lr decay: tokenisers 0, block i -> i + 1, final norms / head L + 1.
-        The bottleneck enters the network at block `fusion_layer` and takes that block's id."""
+        The bottleneck tokens take the top id (no decay), as the official `_get_layer_id` gives
+        every parameter it does not recognise as an embedding or a block."""
         L = self.model_cfg.depth
         if name.startswith(("patch_embed.", "modality_embed.")):
             return 0
         if name == "bottleneck":
-            return self.fusion_layer + 1
+            return L + 1
         found = re.match(r"streams\.\w+\.blocks\.(\d+)\.", name)
         if found:
             return int(found.group(1)) + 1

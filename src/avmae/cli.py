@@ -15,6 +15,8 @@ from .config import ConfigError, RunError
 
 COMMANDS = {
     "synth": ("avmae.synth", "write the synthetic audiovisual dataset (real mp4 files + CSV manifests)"),
+    "manifest": ("avmae.data.annotations", "official annotation files (VGGSound, AudioSet, Epic "
+                 "Kitchens) -> train/test manifests and the class vocabulary"),
     "prepare": ("avmae.data.prepare", "turn a manifest of raw videos into shards for fast loading"),
     "stats": ("avmae.data.stats", "log-mel mean/std (and video stats) of a dataset, as JSON"),
     "presets": ("avmae.info", "list the presets"),

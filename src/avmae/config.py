@@ -90,6 +90,8 @@ class DataConfig:
     scale_jitter_min: float = 0.9        # random-resized short side in training (finetune Table 18)
     scale_jitter_max: float = 1.33
     flip: bool = False                   # horizontal flips in training (finetuning)
+    color_augment: float = 0.0           # probability of colour jitter per training clip (official
+    color_drop: float = 0.0              # finetuning configs: 0.8) and of greyscale (0.1)
     sample_rate: int = 16000             # mono 16 kHz (Sec. 4.1)
     audio_seconds: float = 8.0           # 8 s -> 800 frames -> 400 patches (Sec. 4.1)
     mel_bins: int = 128
@@ -115,7 +117,8 @@ class TrainConfig:
     epochs: int = 400
     steps: int = 0                       # > 0: a step budget that overrides epochs
     optimizer: str = "adamw"             # adamw (pretraining) | sgd (finetuning)
-    base_lr: float = 3e-4                # lr = base_lr x global_batch / 256 (Table 14)
+    base_lr: float = 3e-4                # the lr at a global batch of lr_batch (Table 14: 3e-4 at 512)
+    lr_batch: int = 512                  # lr = base_lr x global_batch / lr_batch (linear scaling, B.1)
     min_lr: float = 0.0
     warmup_epochs: float = 40.0          # Table 14
     warmup_steps: int = -1               # >= 0 overrides warmup_epochs
@@ -146,7 +149,9 @@ class FinetuneConfig:
     layer_decay: float = 0.75
     drop_path: float = 0.3
     label_smoothing: float = 0.3
-    mixup_alpha: float = 0.5             # 1.25 for audio-only (Tables 17, 18)
+    mixup_alpha: float = 0.5             # Tables 16-18 (per modality, official `mixmod`)
+    mixup_alpha_audio: float = 1.25      # replaces mixup_alpha for audio-only finetuning (Tables 17,
+                                         # 18: 1.25; Table 16, VGGSound: 0.5) unless --set gives one
     specaugment: bool = True
     freq_masks: int = 2
     freq_mask_width: int = 36
@@ -241,7 +246,7 @@ PRESETS["tiny-4l-cpu"] = {
     "finetune.fusion_layer": 2,
     "data.num_frames": 8, "data.frame_stride": 2, "data.short_side": 72, "data.crop_size": 64,
     "data.audio_seconds": 2.56, "data.scale_jitter_min": 1.0, "data.scale_jitter_max": 1.15,
-    "train.batch_size": 16, "train.base_lr": 5e-3, "train.warmup_epochs": 1.0,
+    "train.batch_size": 16, "train.base_lr": 5e-3, "train.lr_batch": 256, "train.warmup_epochs": 1.0,
     "train.checkpoint_every": 100,
 }
 
@@ -310,14 +315,16 @@ def parse_overrides(items: list[str] | None) -> list[tuple[str, str]]:
 
 
 def build_config(preset: str | None = None, overrides: list[str] | None = None,
-                 base: Config | None = None) -> Config:
-    """Defaults <- preset <- `--set` overrides, then validated."""
+                 base: Config | None = None, recipe: dict[str, Any] | None = None) -> Config:
+    """Defaults <- preset <- recipe (dotted overrides, see recipes.py) <- `--set`, validated."""
     cfg = base if base is not None else Config()
     if preset is not None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
         for k, v in PRESETS[preset].items():
             set_value(cfg, k, v)
+    for k, v in (recipe or {}).items():
+        set_value(cfg, k, v)
     for k, v in parse_overrides(overrides):
         set_value(cfg, k, v)
     validate(cfg)
@@ -382,6 +389,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.short_side={d.short_side} is smaller than data.crop_size={d.crop_size}")
     if cfg.train.batch_size < 1 or cfg.train.accum_steps < 1:
         raise ConfigError("train.batch_size and train.accum_steps must be >= 1")
+    if cfg.train.lr_batch < 1:
+        raise ConfigError(f"train.lr_batch={cfg.train.lr_batch} must be >= 1: it is the global batch "
+                          "train.base_lr is given for")
+    for key, p in (("data.color_augment", d.color_augment), ("data.color_drop", d.color_drop)):
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"{key}={p} is a probability: give a value in [0, 1]")
 
 
 def describe_pairing(cfg: ModelConfig) -> str | None:

@@ -1,16 +1,24 @@
 """`avmae finetune`: AST / ViViT / MBT classifiers initialised from an AV-MAE (paper Sec. 4.1, B.2).
 
 The pretrained encoder initialises the classifier (init_from_pretrained.py; the decoder is dropped,
-Fig. 1); the recipe is Table 16's (VGGSound), which Tables 17-18 vary only in lr, mixup and batch:
+Fig. 1); the recipe is Table 16's (VGGSound), which Tables 17-18 vary only in lr, mixup and batch
+(`--recipe vggsound|audioset|epic-kitchens` gives each dataset's own, recipes.py):
 
-    SGD, momentum 0.9; lr = base_lr x global_batch / 256 (base_lr 0.8), layer-wise decay 0.75;
-    2.5 warm-up epochs, then cosine, per step; gradient clipping 1.0; 50 epochs
-    mixup 0.5 (1.25 audio-only, Tables 17-18), label smoothing 0.3, stochastic depth 0.3
-    audio: circular time shift + SpecAugment; video: random crop, scale jitter, horizontal flip
+    SGD, momentum 0.9; lr 0.8 at a global batch of 64, scaled linearly to the batch used
+    (lr = base_lr x global_batch / lr_batch, Sec. B.1); layer-wise decay 0.75 (bottleneck tokens
+    undecayed, at the head's rate); 2.5 warm-up epochs, then cosine, per step; gradient clipping
+    1.0; 50 epochs; mixup 0.5 (1.25 audio-only, Tables 17-18) per modality, label smoothing 0.3,
+    stochastic depth 0.3; audio: circular time shift + SpecAugment; video: random crop, scale
+    jitter, horizontal flip; input 32 frames at stride 2 (Table 16) where the checkpoint has the
+    paper's pretraining input (16 at stride 4); any other input (CPU presets) is kept.
+
+MBT trains on each modality's logits: each modality gets its own loss against its own mixed targets
+and the losses are averaged (official mbt.py, `mixmod`); evaluation averages the logits.
 
 Labels (`finetune.label_column`): "label" softmax cross-entropy; "labels" multi-label sigmoid
 cross-entropy (summed over classes, averaged over clips, so the SGD rates above apply unchanged);
-"verb,noun" two heads, each a softmax cross-entropy, summed with equal weights (Sec. 4.1).
+"verb,noun" two heads, each a softmax cross-entropy, averaged with equal weights (Sec. 4.1; official
+mbt.py averages the heads' losses).
 
 The loop is pretrain.py's: one flat function, DDP, accumulation, per-step seeds, atomic
 checkpoints, exact resume. Additionally, at every checkpoint the model is validated on VAL (one
@@ -32,27 +40,29 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
-from .augment import augment_spectrogram, mixup, one_hot, smooth_labels
+from .augment import augment_spectrogram, mixup_modalities, one_hot, smooth_labels
 from .checkpoint import BEST_NAME, last_checkpoint, load_weights, save_best
 from .classifier import build_classifier, param_groups_lrd
 from .config import Config, ConfigError, build_config, parse_overrides, set_value
 from .data.dataset import build_dataset, build_loader
-from .data.manifest import num_classes, save_vocab
+from .data.manifest import load_vocab, num_classes, save_vocab, select_columns
 from .evaluate import (KIND, PRIMARY_METRIC, checkpoint_metadata, dataset_config,
                        evaluate_model, head_sizes, label_task)
 from .info import add_config_arguments
 from .init_from_pretrained import init_classifier_from_avmae
 from .optimization import build_optimizer, lr_at, scaled_lr, set_lr
 from .pretrain import _count, _epoch_summary, model_inputs, placeholder_batch
+from .recipes import add_recipe_argument, recipe_overrides
 from .training import (RunLog, StopRequest, Throughput, apply_gradients, autocast, check_finite,
-                       load_resume, log_step, resolve_budget, save_training_checkpoint, step_seed,
-                       write_config)
+                       load_resume, log_step, lr_summary, resolve_budget, save_training_checkpoint,
+                       step_seed, write_config)
 
 # Finetuning's recipe replaces the pretraining one the checkpoint carries (Table 16).
 FINETUNE_DEFAULTS = {
     "train.optimizer": "sgd",
     "train.momentum": 0.9,
-    "train.base_lr": 0.8,          # VGGSound; 1.2 Epic Kitchens (Table 17), 1.6 AudioSet (Table 18)
+    "train.base_lr": 0.8,          # at a global batch of 64: VGGSound, Table 16 (recipes.py has
+    "train.lr_batch": 64,          # Epic Kitchens' 1.2 at 64 and AudioSet's 1.6 at 128)
     "train.warmup_epochs": 2.5,
     "train.warmup_steps": -1,      # a pretraining run's step budgets do not carry over
     "train.steps": 0,
@@ -63,7 +73,10 @@ FINETUNE_DEFAULTS = {
     "data.flip": True,
 }
 LOSS_KEYS = {"single": ["loss"], "multi": ["loss"], "verb_noun": ["loss", "loss_verb", "loss_noun"]}
-MIXUP_ALPHA = {"audio": 1.25, "video": 0.5, "av": 0.5}   # Tables 17, 18
+# The paper's pretraining input becomes its finetuning input (Table 16: 32 frames; official configs:
+# stride 2, the same 2.56 s at 25 fps). Other inputs (CPU presets, --set) are the user's and are kept.
+PRETRAIN_INPUT = {"data.num_frames": 16, "data.frame_stride": 4}
+FINETUNE_INPUT = {"data.num_frames": 32, "data.frame_stride": 2}
 PRETRAIN_KIND = "avmae_pretrain"
 AUGMENT_SALT = 0x5EED_A06  # keeps the augmentation stream apart from the dropout stream of a step
 
@@ -76,19 +89,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", choices=["audio", "video", "av"],
                         help="audio: AST; video: ViViT; av: MBT (Sec. 4.1)")
     add_config_arguments(parser, preset_required=False)
+    add_recipe_argument(parser)
+    parser.add_argument("--vocab", metavar="VOCAB_JSON",
+                        help="the class vocabulary to use (e.g. the vocab.json `avmae manifest` writes, "
+                             "which keeps the official class order); default: the sorted labels of --data")
     parser.add_argument("--data", required=True, help="training data: a CSV manifest or shards folder")
-    parser.add_argument("--val", required=True, help="validation data (its labels must occur in --data)")
+    parser.add_argument("--val", required=True,
+                        help="validation data (its labels must occur in --data, or in --vocab)")
     parser.add_argument("--out", required=True, help="the run folder")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the last complete checkpoint in --out")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     parser.epilog = (
         "Finetuning defaults (Table 16) replace the checkpoint's pretraining recipe: train.optimizer=sgd, "
-        "train.base_lr=0.8, train.warmup_epochs=2.5, train.epochs=50, train.clip_grad=1.0, "
-        "train.weight_decay=0, data.flip=true, finetune.mixup_alpha=1.25 (audio) or 0.5; --set "
-        "overrides anything. Input sizes (data.num_frames, data.audio_seconds, crop), "
-        "train.batch_size, train.accum_steps and train.seed are kept from the checkpoint: the paper "
-        "finetunes on 32 frames (--set data.num_frames=32) with a global batch of 64. "
+        "train.base_lr=0.8 at train.lr_batch=64 (scaled linearly to your global batch), "
+        "train.warmup_epochs=2.5, train.epochs=50, train.clip_grad=1.0, train.weight_decay=0, "
+        "data.flip=true, finetune.mixup_alpha=0.5 (finetune.mixup_alpha_audio=1.25 for audio "
+        "only); then --recipe (a dataset's Tables 16-18 and official augmentation), then --set. "
+        "The paper's pretraining input (16 frames at stride 4) becomes 32 frames at stride 2; "
+        "other input sizes, train.batch_size, train.accum_steps and train.seed are kept from the "
+        "checkpoint (the paper's global batch: 64, or 128 on AudioSet). "
         "Labels: --set finetune.label_column=label | labels | verb,noun. "
         "Validation during training uses one centre view per clip; `avmae evaluate RUN --data VAL` "
         "averages finetune.views (4) views.")
@@ -96,16 +116,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     finetune(args.init, args.data, args.val, args.out, modality=args.modality, preset=args.preset,
-             overrides=args.overrides, resume=args.resume, device=args.device)
+             overrides=args.overrides, resume=args.resume, device=args.device, recipe=args.recipe,
+             vocab=args.vocab)
     return 0
 
 
 def finetune_config(base: Config, modality: str | None = None,
-                    overrides: list[str] | None = None) -> Config:
-    """base (a pretraining checkpoint's config, or a preset) <- finetuning defaults <- modality
-    <- overrides; mixup alpha by modality unless overridden."""
+                    overrides: list[str] | None = None, recipe: str | None = None) -> Config:
+    """base (a pretraining checkpoint's config, or a preset) <- finetuning defaults (the paper's
+    pretraining input becomes its finetuning input) <- recipe <- modality <- overrides; for
+    audio-only, finetune.mixup_alpha_audio replaces mixup_alpha unless --set gives mixup_alpha."""
     cfg = copy.deepcopy(base)
     for key, value in FINETUNE_DEFAULTS.items():
+        set_value(cfg, key, value)
+    if all(getattr(cfg.data, k.split(".")[1]) == v for k, v in PRETRAIN_INPUT.items()):
+        for key, value in FINETUNE_INPUT.items():
+            set_value(cfg, key, value)
+    for key, value in recipe_overrides(recipe, "finetune").items():
         set_value(cfg, key, value)
     keys = {k for k, _ in parse_overrides(overrides)}
     if modality is not None:
@@ -114,19 +141,20 @@ def finetune_config(base: Config, modality: str | None = None,
     if modality is not None and cfg.finetune.modality != modality:
         raise ConfigError(f"--modality {modality} contradicts --set finetune.modality="
                           f"{cfg.finetune.modality}: give one of them")
-    if "finetune.mixup_alpha" not in keys:
-        cfg.finetune.mixup_alpha = MIXUP_ALPHA[cfg.finetune.modality]
+    if cfg.finetune.modality == "audio" and "finetune.mixup_alpha" not in keys:
+        cfg.finetune.mixup_alpha = cfg.finetune.mixup_alpha_audio
     return cfg
 
 
 def finetune(init: str | None, data: str, val: str, out: str, *, modality: str | None = None,
              preset: str | None = None, overrides: list[str] | None = None, resume: bool = False,
-             device: str = "auto") -> Path:
+             device: str = "auto", recipe: str | None = None, vocab: str | None = None) -> Path:
     """Finetune a classifier on `data`, validating on `val`; returns the run folder.
 
     init: an AV-MAE pretraining run / checkpoint, or "scratch" (then `preset` gives the sizes);
     ignored with resume=True (the run's own config, --set overrides on top). modality: audio,
-    video or av (default: the config's finetune.modality).
+    video or av (default: the config's finetune.modality). recipe: a dataset recipe (recipes.py).
+    vocab: a vocabulary JSON file (default: the sorted labels of `data`).
     """
     run_dir = Path(out)
     for flag, path in (("--data", data), ("--val", val)):
@@ -136,6 +164,9 @@ def finetune(init: str | None, data: str, val: str, out: str, *, modality: str |
     init_weights, init_cfg, init_kind, stored = None, None, None, None
     weights, state = None, None
     if resume:
+        if recipe is not None or vocab is not None:
+            raise ConfigError("--resume continues a run with its own config and vocabulary: drop "
+                              "--recipe / --vocab (change single fields with --set)")
         weights, state, cfg, ckpt = load_resume(run_dir, KIND)
         if modality is not None and modality != cfg.finetune.modality:
             raise ConfigError(f"--resume: the run finetunes modality {cfg.finetune.modality}, not "
@@ -164,23 +195,27 @@ def finetune(init: str | None, data: str, val: str, out: str, *, modality: str |
                                   "pretraining one: finetune from a pretraining run; evaluate a "
                                   "finetuned one with `avmae evaluate`")
             init_cfg = base
-        cfg = finetune_config(base, modality, overrides)
+        cfg = finetune_config(base, modality, overrides, recipe)
+    given_vocab = load_vocab(vocab) if vocab is not None else None
     d = distributed.setup(device)
     try:
         return _finetune(cfg, data, val, run_dir, d, str(init), init_weights, init_cfg, init_kind,
-                         weights, state, stored)
+                         weights, state, stored, given_vocab)
     finally:
         distributed.teardown()
 
 
 def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Dist, init: str,
-              init_weights, init_cfg, init_kind, weights, state, stored) -> Path:
+              init_weights, init_cfg, init_kind, weights, state, stored, given_vocab) -> Path:
     t, f = cfg.train, cfg.finetune
     task = label_task(f.label_column)
     metric = PRIMARY_METRIC[task]
     data_cfg = dataset_config(cfg)
     # The vocabulary comes from the training data (a resumed run keeps the one it started with).
-    vocab = json.loads(stored["vocab"]) if stored else None
+    # A given vocabulary file (e.g. `avmae manifest`'s, in the official class order) may hold more
+    # columns than this run's label spec: the run takes its own.
+    vocab = json.loads(stored["vocab"]) if stored else \
+        None if given_vocab is None else select_columns(given_vocab, f.label_column)
     train_set = build_dataset(data, data_cfg, train=True, label_column=f.label_column, vocab=vocab)
     vocab = train_set.vocab
     val_set = build_dataset(val, data_cfg, train=False, label_column=f.label_column, vocab=vocab)
@@ -196,7 +231,7 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                          world_size=d.world_size, seed=t.seed, epoch=0)
     budget = resolve_budget(t, first.batches_per_epoch, d.world_size)
     del first
-    peak_lr = scaled_lr(t.base_lr, budget.global_batch)
+    peak_lr = scaled_lr(t.base_lr, budget.global_batch, t.lr_batch)
     optimizer = build_optimizer(param_groups_lrd(model, peak_lr, t.weight_decay, f.layer_decay),
                                 t, peak_lr)
     step, best = 0, None
@@ -220,7 +255,7 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
     log.print(f"finetuning {f.modality} ({f.architecture}, {f.label_column}: "
               f"{'+'.join(map(str, classes))} classes) on {len(train_set)} clips, validating on "
               f"{len(val_set)}; {budget.total_steps} steps of global batch {budget.global_batch} "
-              f"(lr {peak_lr:.3g}) on {d.world_size} x {d.device.type}")
+              f"on {d.world_size} x {d.device.type}; {lr_summary(t, budget.global_batch, peak_lr)}")
     stop = StopRequest()
     speed = Throughput()
     counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
@@ -256,11 +291,12 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                         targets = soft_targets(batch["label"].to(d.device), task, classes)
                         if "audio" in inputs:
                             inputs["audio"] = augment_spectrogram(inputs["audio"], f, generator)
-                        inputs, targets, _, _ = mixup(inputs, targets, f.mixup_alpha, generator)
-                        targets = smooth(targets, f.label_smoothing)
+                        inputs, targets, _, _ = mixup_modalities(inputs, targets, f.mixup_alpha,
+                                                                 generator)
+                        targets = {m: smooth(x, f.label_smoothing) for m, x in targets.items()}
                         with autocast(t.amp, d.device):
-                            logits = forward(**inputs)
-                        loss, parts = classification_loss(logits, targets, task)
+                            logits = forward(**inputs, per_modality=True)
+                        loss, parts = per_modality_loss(logits, targets, task)
                         loss = loss * (0.0 if empty else 1.0)
                         check_finite(loss, step + 1, d, run_dir)
                         (loss / t.accum_steps).backward()
@@ -324,11 +360,23 @@ def classification_loss(logits, targets, task: str) -> tuple[torch.Tensor, dict]
     if task == "verb_noun":
         verb = soft_cross_entropy(logits[0], targets[0])
         noun = soft_cross_entropy(logits[1], targets[1])
-        return verb + noun, {"loss_verb": verb, "loss_noun": noun}  # equal weights (Sec. 4.1)
+        # Equal weights (Sec. 4.1), averaged as the official mbt.py does (a sum would double the
+        # gradient, i.e. the learning rate, of the shared trunk).
+        return (verb + noun) / 2, {"loss_verb": verb, "loss_noun": noun}
     if task == "multi":  # sigmoid cross-entropy summed over classes, averaged over clips
         per_class = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
         return per_class.sum(dim=-1).mean(), {}
     return soft_cross_entropy(logits, targets), {}
+
+
+def per_modality_loss(logits: dict, targets: dict, task: str) -> tuple[torch.Tensor, dict]:
+    """MBT's training loss: each modality's logits against that modality's (mixed) targets, the
+    losses averaged over modalities (official mbt.py). logits, targets: {modality: ...}."""
+    results = [classification_loss(logits[m], targets[m], task) for m in logits]
+    n = len(results)
+    loss = sum(r[0] for r in results) / n
+    parts = {k: sum(r[1][k] for r in results) / n for k in results[0][1]}
+    return loss, parts
 
 
 # ---- validation and checkpoints -------------------------------------------------------------

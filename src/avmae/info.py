@@ -29,7 +29,9 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def add_info_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
+    from .recipes import add_recipe_argument
+    add_config_arguments(parser, preset_required=False)
+    add_recipe_argument(parser)
 
 
 def _count(params) -> int:
@@ -65,7 +67,43 @@ def describe(cfg) -> dict:
     return info
 
 
+def describe_recipe(name: str, preset: str | None, overrides: list[str]) -> dict:
+    """What `--recipe name` resolves to at each stage, on `preset` (default: the library defaults,
+    ViT-B at the paper's input) with `overrides`: every field the recipe sets, the batch, the input
+    and the peak learning rate at that global batch (one process)."""
+    from .finetune import finetune_config
+    from .optimization import scaled_lr
+    from .recipes import RECIPES, STAGES, recipe_overrides
+    out = {"recipe": name, "doc": RECIPES[name]["doc"], "preset": preset}
+    for stage in STAGES:
+        if RECIPES[name][stage] is None:
+            out[stage] = None
+            continue
+        if stage == "pretrain":
+            cfg = build_config(preset, overrides, recipe=recipe_overrides(name, stage))
+        else:  # as `finetune --init scratch --preset P`; a checkpoint's config takes the preset's place
+            cfg = finetune_config(build_config(preset), None, overrides, name)
+        keys = [*recipe_overrides(name, stage), "train.batch_size", "train.accum_steps",
+                "data.num_frames", "data.frame_stride", "data.audio_seconds"]
+        resolved = {k: getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in keys}
+        if stage == "finetune":
+            resolved["finetune.modality"] = cfg.finetune.modality
+        batch = cfg.train.batch_size * cfg.train.accum_steps
+        resolved["peak_lr"] = {"global_batch": batch, "lr": scaled_lr(cfg.train.base_lr, batch,
+                                                                     cfg.train.lr_batch),
+                               "rule": "train.base_lr x global batch / train.lr_batch (Sec. B.1); "
+                                       "global batch = train.batch_size x train.accum_steps x processes"}
+        out[stage] = resolved
+    return out
+
+
 def run_info(args: argparse.Namespace) -> int:
+    from .config import ConfigError
+    if args.recipe is not None:
+        print(json.dumps(describe_recipe(args.recipe, args.preset, args.overrides), indent=2))
+        return 0
+    if args.preset is None:
+        raise ConfigError("give --preset NAME (see `avmae presets`) or --recipe NAME")
     cfg = build_config(args.preset, args.overrides)
     print(json.dumps(describe(cfg), indent=2))
     return 0

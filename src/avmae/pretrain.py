@@ -2,8 +2,8 @@
 
 One flat loop: per optimiser step, `accum_steps` micro-batches are encoded with fresh masks, the
 loss of Eq. 1 is backpropagated, and AdamW (betas 0.9, 0.95) steps with lr = base_lr x
-global_batch / 256 under a per-step warm-up + cosine schedule. Runs on one CPU, one GPU, or many
-processes under torchrun (DDP). Checkpoints are atomic and a resumed run continues exactly
+global_batch / lr_batch (3e-4 at 512, Table 14) under a per-step warm-up + cosine schedule. Runs on
+one CPU, one GPU, or many processes under torchrun (DDP). Checkpoints are atomic and a resumed run continues exactly
 (see training.py for how every random stream is derived from the seed and the step).
 """
 
@@ -24,9 +24,10 @@ from .info import add_config_arguments
 from .masking import sample_noise
 from .model import AVMAE
 from .optimization import build_optimizer, lr_at, param_groups_weight_decay, scaled_lr, set_lr
+from .recipes import add_recipe_argument, recipe_overrides
 from .training import (RunLog, StopRequest, Throughput, apply_gradients, autocast, check_finite,
-                       load_resume, log_step, resolve_budget, save_training_checkpoint, step_seed,
-                       write_config)
+                       load_resume, log_step, lr_summary, resolve_budget, save_training_checkpoint,
+                       step_seed, write_config)
 
 KIND = "avmae_pretrain"
 MODALITY_SEED = {"audio": 1, "video": 2}
@@ -34,6 +35,7 @@ MODALITY_SEED = {"audio": 1, "video": 2}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, preset_required=False)
+    add_recipe_argument(parser)
     parser.add_argument("--data", required=True, help="a CSV manifest or a shards folder")
     parser.add_argument("--out", required=True, help="the run folder")
     parser.add_argument("--resume", action="store_true",
@@ -49,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.init:
             raise ConfigError("--init starts a new run and --resume continues one: give one of them")
+        if args.recipe is not None:
+            raise ConfigError("--resume continues a run with its own config: drop --recipe "
+                              "(change single fields with --set)")
         cfg = None  # taken from the checkpoint; --set still applies on top
     elif args.init:
         if args.preset is not None:
@@ -58,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
         if kind != KIND:
             raise ConfigError(f"--init '{args.init}' is a finetuned classifier, not an AV-MAE "
                               "pretraining checkpoint")
-        cfg = build_config(None, args.overrides, base=cfg)
+        cfg = build_config(None, args.overrides, base=cfg, recipe=recipe_overrides(args.recipe, "pretrain"))
     else:
         if args.preset is None:
             raise ConfigError("--preset is required (see `avmae presets`), unless --resume or --init")
-        cfg = build_config(args.preset, args.overrides)
+        cfg = build_config(args.preset, args.overrides,
+                           recipe=recipe_overrides(args.recipe, "pretrain"))
     pretrain(cfg, args.data, args.out, resume=args.resume, device=args.device, overrides=args.overrides,
              init=init)
     return 0
@@ -112,7 +118,7 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
                          world_size=d.world_size, seed=t.seed, epoch=0)
     budget = resolve_budget(t, first.batches_per_epoch, d.world_size)
     del first
-    peak_lr = scaled_lr(t.base_lr, budget.global_batch)
+    peak_lr = scaled_lr(t.base_lr, budget.global_batch, t.lr_batch)
     optimizer = build_optimizer(param_groups_weight_decay(model, t.weight_decay), t, peak_lr)
     step = 0
     if init is not None:  # new run from given weights (every rank loads the same file)
@@ -131,7 +137,8 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
     log = RunLog(run_dir, d.is_main, budget.total_steps, step, "pretrain")
     log.print(f"pretraining {cfg.model.encoder} encoder / {cfg.model.decoder} decoder, "
               f"{cfg.model.objective} objective on {len(dataset)} clips; {budget.total_steps} steps "
-              f"of global batch {budget.global_batch} (lr {peak_lr:.3g}) on {d.world_size} x {d.device.type}")
+              f"of global batch {budget.global_batch} on {d.world_size} x {d.device.type}; "
+              f"{lr_summary(t, budget.global_batch, peak_lr)}")
     stop = StopRequest()
     speed = Throughput()
     counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}

@@ -54,12 +54,14 @@ ROW_TITLES = {"random_init": "Random init", "avmae": "AV-MAE"}
 # The small-scale recipe (module docstring). On two cores, data-loader processes only compete with
 # the model for the CPU: the shards are read in the training process (data.num_workers=0).
 PRETRAIN_RECIPE = [
-    "train.base_lr=0.024",               # lr 1.5e-3 at batch 16 (Table 14's 3e-4 x 512/256 at scale)
+    "train.base_lr=0.024",               # lr 1.5e-3 at batch 16: the small-scale rates here are
+    "train.lr_batch=256",                # given per 256 clips (not the paper's batches)
     "data.num_workers=0",
 ]
 FINETUNE_RECIPE = [
     "train.optimizer=adamw",             # SGD at Table 16's lr does not move in a few hundred steps
     "train.base_lr=0.016",               # lr 1e-3 at batch 16
+    "train.lr_batch=256",                # (replaces finetuning's default, Table 16's 64)
     "train.weight_decay=0.05",
     "train.warmup_steps=15",
     "finetune.layer_decay=1.0",          # a 4-layer encoder: no layer-wise decay (measured better)

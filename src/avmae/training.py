@@ -45,6 +45,13 @@ def resolve_budget(train: TrainConfig, batches_per_epoch: int, world_size: int) 
                   train.batch_size * train.accum_steps * world_size)
 
 
+def lr_summary(train: TrainConfig, global_batch: int, peak_lr: float) -> str:
+    """The start-of-run line about the learning rate: the paper gives each rate at its own batch
+    size (Sec. B.1) and it is scaled linearly to the batch actually used."""
+    return (f"peak lr {peak_lr:.4g} = train.base_lr {train.base_lr:g} x global batch {global_batch} / "
+            f"train.lr_batch {train.lr_batch}")
+
+
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + step) * 1_009 + rank
 

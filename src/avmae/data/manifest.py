@@ -222,6 +222,16 @@ def as_vocab(vocab: Vocab | list[str] | None, label_column: str) -> Vocab | None
     return {c: list(v) for c, v in vocab.items()}
 
 
+def select_columns(vocab: Vocab, label_column: str) -> Vocab:
+    """The columns of `vocab` that a label spec uses ('verb,noun' from a verb/noun vocabulary)."""
+    columns = label_columns(label_column)
+    missing = [c for c in columns if c not in vocab]
+    if missing:
+        raise ConfigError(f"the vocabulary has no '{missing[0]}' column (it has: "
+                          f"{', '.join(vocab)}); choose a label column it has")
+    return {c: list(vocab[c]) for c in columns}
+
+
 def encode_labels(clips: Sequence[Clip], label_column: str, vocab: Vocab,
                   where: str = "") -> torch.Tensor:
     """Class indices of every clip, checked against `vocab`.

@@ -8,9 +8,10 @@
 Video, training: a square crop whose side is crop_size / s source pixels, s uniform in
 [scale_jitter_min, scale_jitter_max] (the same as resizing the short side by s and cropping
 crop_size), at a random position, resized to crop_size, then a horizontal flip with probability
-1/2 if cfg.flip (finetuning, Table 18). Evaluation: the centre crop_size square. RGB is scaled to
-[-1, 1] (paper Sec. 4.1). All randomness comes from the `rng` given (the dataset derives it from
-seed, epoch and clip index), so results do not depend on worker count.
+1/2 if cfg.flip (finetuning, Table 18), then colour augmentation if cfg.color_augment /
+cfg.color_drop (the official finetuning configs: 0.8 / 0.1). Evaluation: the centre crop_size
+square. RGB is scaled to [-1, 1] (paper Sec. 4.1). All randomness comes from the `rng` given (the
+dataset derives it from seed, epoch and clip index), so results do not depend on worker count.
 
 Audio: the clip's log-mel is cut or padded to audio_frames (AST's convention: keep the first
 frames, pad at the end) and normalised with the dataset's statistics, (x - mean) / (2 * std) as
@@ -49,6 +50,8 @@ def video_tensor(frames: np.ndarray, cfg: DataConfig, *, train: bool,
     x = to_unit_range(x.permute(1, 0, 2, 3))              # ~4x cheaper; float (3, T, S, S)
     if train and cfg.flip and rng.random() < 0.5:
         x = horizontal_flip(x)
+    if train and (cfg.color_augment > 0 or cfg.color_drop > 0):
+        x = color_augment(x, rng, cfg.color_augment, cfg.color_drop)
     return x
 
 
@@ -88,6 +91,77 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 def horizontal_flip(x: torch.Tensor) -> torch.Tensor:
     return x.flip(-1)
+
+
+# Colour augmentation as the official finetuning configs apply it (DMVR's default colour
+# augmentation): one draw per clip, so every frame changes alike.
+BRIGHTNESS_DELTA = 32 / 255            # added to [0, 1] values
+SATURATION_RANGE = (0.6, 1.4)          # factor on HSV saturation
+CONTRAST_RANGE = (0.6, 1.4)            # factor on the distance to each frame's channel mean
+HUE_DELTA = 0.2                        # shift of HSV hue, in turns
+GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
+def color_augment(x: torch.Tensor, rng: np.random.Generator, p_augment: float,
+                  p_drop: float) -> torch.Tensor:
+    """float (3, T, S, S) in [-1, 1] -> the same. With probability p_augment: brightness,
+    saturation, contrast and hue jitter (in that order, then clipped); then with probability
+    p_drop: greyscale (colour drop)."""
+    if p_augment > 0 and rng.random() < p_augment:
+        v = (x + 1.0) / 2.0                                                  # [0, 1]
+        v = v + rng.uniform(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)
+        v = adjust_saturation(v, rng.uniform(*SATURATION_RANGE))
+        v = adjust_contrast(v, rng.uniform(*CONTRAST_RANGE))
+        v = adjust_hue(v, rng.uniform(-HUE_DELTA, HUE_DELTA))
+        x = v.clamp(0.0, 1.0) * 2.0 - 1.0
+    if p_drop > 0 and rng.random() < p_drop:
+        x = greyscale(x)
+    return x
+
+
+def rgb_to_hsv(v: torch.Tensor) -> torch.Tensor:
+    """(3, ...) RGB -> (3, ...) HSV, hue in turns [0, 1)."""
+    r, g, b = v[0], v[1], v[2]
+    high, low = v.max(dim=0).values, v.min(dim=0).values
+    spread = high - low
+    safe = torch.where(spread > 0, spread, torch.ones_like(spread))
+    hue = torch.where(high == r, ((g - b) / safe) % 6,
+                      torch.where(high == g, (b - r) / safe + 2, (r - g) / safe + 4)) / 6
+    hue = torch.where(spread > 0, hue, torch.zeros_like(hue))
+    sat = torch.where(high > 0, spread / torch.where(high > 0, high, torch.ones_like(high)),
+                      torch.zeros_like(high))
+    return torch.stack([hue, sat, high])
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """(3, ...) HSV (hue in turns) -> (3, ...) RGB."""
+    h, s, v = hsv[0], hsv[1], hsv[2]
+    k = torch.stack([(5 + h * 6) % 6, (3 + h * 6) % 6, (1 + h * 6) % 6])     # r, g, b
+    return v - v * s * torch.clamp(torch.minimum(k, 4 - k), 0.0, 1.0)
+
+
+def adjust_saturation(v: torch.Tensor, factor: float) -> torch.Tensor:
+    hsv = rgb_to_hsv(v)
+    hsv[1] = (hsv[1] * factor).clamp(0.0, 1.0)
+    return hsv_to_rgb(hsv)
+
+
+def adjust_hue(v: torch.Tensor, delta: float) -> torch.Tensor:
+    hsv = rgb_to_hsv(v)
+    hsv[0] = (hsv[0] + delta) % 1.0
+    return hsv_to_rgb(hsv)
+
+
+def adjust_contrast(v: torch.Tensor, factor: float) -> torch.Tensor:
+    """(3, T, H, W): move each frame's channels away from (or towards) their own mean."""
+    mean = v.mean(dim=(-2, -1), keepdim=True)
+    return (v - mean) * factor + mean
+
+
+def greyscale(x: torch.Tensor) -> torch.Tensor:
+    """(3, ...) -> (3, ...) with every channel the luma (ITU-R 601 weights)."""
+    w = torch.tensor(GREY_WEIGHTS, dtype=x.dtype).view(3, *([1] * (x.dim() - 1)))
+    return (x * w).sum(dim=0, keepdim=True).expand_as(x).contiguous()
 
 
 # ---- audio ------------------------------------------------------------------------------------
