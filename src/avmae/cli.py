@@ -26,6 +26,7 @@ COMMANDS = {
     "embed": ("avmae.embed", "per-clip audio and video embeddings"),
     "quickstart": ("avmae.quickstart", "the whole method end to end on the embedded default"),
     "reproduce": ("avmae.reproduce", "run one of the paper's ablation tables at a chosen scale"),
+    "check": ("avmae.check", "list a run's checkpoints and whether each verifies"),
 }
 
 
