@@ -105,9 +105,14 @@ class HashingWriter:
 
     def __init__(self, f):
         self.f, self.sha, self.bytes = f, hashlib.sha256(), 0
+        self.error: OSError | None = None  # the first failed write
 
     def write(self, data) -> int:
-        n = self.f.write(data)
+        try:
+            n = self.f.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
         self.sha.update(data)
         self.bytes += memoryview(data).nbytes
         return n
@@ -125,7 +130,14 @@ def write_file(path: Path, fill) -> dict:
     errno (safetensors' and torch's own file writers do not report it that way)."""
     with open(path, "wb") as f:
         out = HashingWriter(f)
-        fill(out)
+        try:
+            fill(out)
+        except Exception:
+            # torch.save's zip writer answers a failed write with its own RuntimeError ("unexpected
+            # pos"), raised while closing: the OSError underneath is the one to report.
+            if out.error is not None:
+                raise out.error from None
+            raise
     _fsync_file(path)
     return out.record()
 

@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .checkpoint import last_checkpoint, load_checkpoint, newest_usable, save_checkpoint, writing
+from .checkpoint import (StorageError, last_checkpoint, load_checkpoint, newest_usable,
+                         save_checkpoint, storage_message, writing)
 from .config import Config, ConfigError, TrainConfig
 from .distributed import Dist
 
@@ -108,6 +109,7 @@ class RunLog:
         self.bar = None
         if not enabled:
             return
+        end_torn_line(self.path, run_dir)
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
@@ -119,9 +121,15 @@ class RunLog:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with writing(self.path, self.run_dir):
+        line = json.dumps(record) + "\n"
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
             with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(line)
+        except OSError as err:
+            with contextlib.suppress(OSError):  # no torn line left for the resumed run to append to
+                os.truncate(self.path, size)
+            raise StorageError(storage_message(self.path, err, self.run_dir)) from None
         if self.tb is not None and "step" in record:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
@@ -382,8 +390,26 @@ def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, files=RUN_FIL
         yield
 
 
+def end_torn_line(path: Path, run_dir: Path) -> None:
+    """A log whose writer was killed mid-line gets its newline, so the next record starts a line
+    of its own (read_metrics then skips the torn one)."""
+    with writing(path, run_dir):
+        if path.exists() and path.stat().st_size > 0:
+            with open(path, "rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of RUN/metrics.jsonl; a line torn by a killed writer is skipped."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return [r for r in records if isinstance(r, dict)]
