@@ -241,6 +241,8 @@ def test_a_disk_full_mid_write_stops_in_one_line_and_keeps_the_previous_checkpoi
         assert os.readlink(ckpts / "last") == "step_0000002"
         assert not (ckpts / "step_0000004").exists()
     assert not list(ckpts.glob(".tmp_*"))  # the partial files were removed
+    for line in (run / "metrics.jsonl").read_text().splitlines():  # no torn record left behind
+        json.loads(line)
     assert_nothing_lost(before, run)
     assert verify_checkpoint(ckpts / "step_0000002") == "verified"
     load_checkpoint(ckpts / "step_0000002")
@@ -546,3 +548,16 @@ def test_shards_rewritten_or_truncated_mid_run_are_skipped_and_counted(tiny_synt
         assert e["skipped"] >= 6 and e["clips"] + e["skipped"] == 8, e
     for step in (2, 4, 6):
         assert verify_checkpoint(run / "checkpoints" / f"step_{step:07d}") == "verified"
+
+
+def test_a_metrics_line_torn_by_a_kill_does_not_swallow_the_next_record(two_checkpoints, tiny_synth, tmp_path):
+    run = copy_run(two_checkpoints, tmp_path / "run")
+    shutil.rmtree(run / "checkpoints" / "step_0000004")
+    log = run / "metrics.jsonl"
+    kept = [line for line in log.read_text().splitlines() if json.loads(line).get("step", 0) <= 2
+            and "epoch_end" not in line]
+    log.write_text("\n".join(kept) + "\n" + '{"step": 3, "lo')  # killed mid-write
+    assert main(resume_args(tiny_synth / "train.csv", run)) == 0
+    from avmae.training import read_metrics
+    steps = [r["step"] for r in read_metrics(run) if "loss" in r]
+    assert steps == [1, 2, 3, 4]
