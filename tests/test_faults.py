@@ -561,3 +561,22 @@ def test_a_metrics_line_torn_by_a_kill_does_not_swallow_the_next_record(two_chec
     from avmae.training import read_metrics
     steps = [r["step"] for r in read_metrics(run) if "loss" in r]
     assert steps == [1, 2, 3, 4]
+
+
+def test_evaluate_skips_a_damaged_best_for_the_newest_checkpoint(two_checkpoints, tiny_synth, tmp_path, capsys):
+    ft = tmp_path / "ft"
+    assert main(["finetune", "--init", str(two_checkpoints), "--modality", "audio",
+                 "--data", str(tiny_synth / "train.csv"), "--val", str(tiny_synth / "test.csv"),
+                 "--out", str(ft), *sets(["train.steps=2", "train.batch_size=4",
+                                          "train.checkpoint_every=1", "data.num_workers=0"])]) == 0
+    best = (ft / "checkpoints" / "best").resolve()
+    data = (best / "model.safetensors").read_bytes()
+    (best / "model.safetensors").unlink()  # a hard link of a step's weights: damage only this one
+    (best / "model.safetensors").write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    assert main(["evaluate", str(ft), "--data", str(tiny_synth / "test.csv"), "--views", "1"]) == 0
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines()
+           if line.strip() and not re.match(r"\w+\b.*\|", line)]
+    assert len(err) == 1 and "warning" in err[0] and best.name in err[0], err
+    assert "top1" in json.loads(captured.out.strip().splitlines()[-1])

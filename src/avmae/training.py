@@ -299,9 +299,13 @@ class RunLock:
         self.fd = fd
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                              "since": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n"
-        with writing(self.path):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, record.encode(), 0)
+        try:
+            with writing(self.path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, record.encode(), 0)
+        except BaseException:
+            self.release()
+            raise
 
     def _flock(self, fd: int) -> str | None:
         """None when this process now holds the lock, else who holds it."""
@@ -384,6 +388,9 @@ def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, files=RUN_FIL
         return
     if resume and overwrite:  # before anything is created
         raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
+    if resume and not Path(run_dir).is_dir():
+        raise ConfigError(f"--resume: there is no run folder '{run_dir}'; start a new run without "
+                          "--resume")
     with RunLock(run_dir):
         guard_run_dir(run_dir, resume=resume, overwrite=overwrite, files=files, what=what,
                       resume_flag=resume_flag)
