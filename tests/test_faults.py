@@ -448,6 +448,15 @@ def test_a_second_process_on_the_same_out_is_refused_and_a_dead_ones_lock_does_n
     assert verify_checkpoint(run / "checkpoints" / "step_0000006") == "verified"
 
 
+def test_a_failed_command_leaves_no_folder_behind(tiny_synth, tmp_path):
+    run = tmp_path / "new"
+    (tmp_path / "nothing.csv").write_text("path\nmissing.mp4\n")  # refused after the folder is claimed
+    assert main(pretrain_args(tmp_path / "nothing.csv", run)) == 2
+    assert not run.exists()
+    assert main(resume_args(tiny_synth / "train.csv", run)) == 2
+    assert not run.exists()
+
+
 def test_without_flock_a_live_pid_blocks_and_a_dead_one_does_not(tmp_path, monkeypatch):
     import fcntl
 

@@ -282,16 +282,27 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / self.NAME
         self.fd: int | None = None
+        self.created = False  # the folder was made for this run (removed again if left empty)
 
     def acquire(self) -> None:
-        with writing(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            held = self._flock(fd)
-        except BaseException:
+        self.created = not self.path.parent.exists()
+        while True:
+            with writing(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                held = self._flock(fd)
+                # a lock file removed by its last holder (see release) between our open and our
+                # flock is not the lock any more: take the new one
+                same = held is not None or os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            except BaseException:
+                os.close(fd)
+                raise
+            if same:
+                break
             os.close(fd)
-            raise
         if held is not None:
             os.close(fd)
             raise ConfigError(f"'{self.path.parent}' is being written by another process "
@@ -354,9 +365,16 @@ class RunLock:
             os.close(fd)
 
     def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # drops the flock; the file stays (see the class docstring)
-            self.fd = None
+        """Drop the lock. The file stays (see the class docstring), unless the folder was made
+        for this run and holds nothing else (a command that failed before writing anything)."""
+        if self.fd is None:
+            return
+        if self.created and [p.name for p in self.path.parent.iterdir()] == [self.NAME]:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+                self.path.parent.rmdir()
+        os.close(self.fd)  # drops the flock
+        self.fd = None
 
     def __enter__(self):
         self.acquire()
