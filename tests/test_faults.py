@@ -66,10 +66,13 @@ def assert_nothing_lost(before: dict[str, str], run: Path) -> None:
     assert not lost, f"changed or removed: {sorted(lost)}"
 
 
+PROGRESS = re.compile(r"\d+%\|")  # a tqdm progress bar: "pretrain:  50%|█████     | 2/4 ..."
+
+
 def stderr_lines(capsys) -> list[str]:
     """stderr's lines, less the progress bar's."""
     return [line for line in capsys.readouterr().err.splitlines()
-            if line.strip() and not re.match(r"(pretrain|finetune|evaluate|validate)\b.*\|", line)]
+            if line.strip() and not PROGRESS.search(line)]
 
 
 def weights(path: Path) -> dict:
@@ -265,7 +268,7 @@ def test_a_real_file_size_limit_mid_checkpoint(two_checkpoints, tiny_synth, tmp_
     proc = subprocess.run([sys.executable, "-m", "avmae.cli", *resume_args(tiny_synth / "train.csv", run)],
                           env=env, capture_output=True, text=True, preexec_fn=limit_file_size, timeout=300)
     err = [line for line in proc.stderr.splitlines()
-           if line.strip() and not re.match(r"pretrain\b.*\|", line)]
+           if line.strip() and not PROGRESS.search(line)]
     assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
     assert "step_0000004/model.safetensors" in err[0] and "File too large (EFBIG)" in err[0]
     assert_nothing_lost(before, run)
@@ -410,7 +413,7 @@ def test_a_refused_training_state_is_one_line(two_checkpoints, tiny_synth, tmp_p
     assert main(resume_args(tiny_synth / "train.csv", run)) == 2
     captured = capsys.readouterr()
     err = [line for line in captured.err.splitlines()
-           if line.strip() and not re.match(r"pretrain\b.*\|", line)]
+           if line.strip() and not PROGRESS.search(line)]
     assert len(err) == 1 and "refused training state" in err[0] and "GLOBAL" in err[0], err
     assert "planted" not in captured.out + captured.err
 
@@ -586,6 +589,21 @@ def test_evaluate_skips_a_damaged_best_for_the_newest_checkpoint(two_checkpoints
     assert main(["evaluate", str(ft), "--data", str(tiny_synth / "test.csv"), "--views", "1"]) == 0
     captured = capsys.readouterr()
     err = [line for line in captured.err.splitlines()
-           if line.strip() and not re.match(r"\w+\b.*\|", line)]
+           if line.strip() and not PROGRESS.search(line)]
     assert len(err) == 1 and "warning" in err[0] and best.name in err[0], err
     assert "top1" in json.loads(captured.out.strip().splitlines()[-1])
+
+
+def test_visualize_and_embed_outputs_that_cannot_be_written_are_one_line(two_checkpoints, tiny_synth,
+                                                                         tmp_path, capsys):
+    clip = next((tiny_synth / "clips").glob("*.mp4"))
+    (tmp_path / "taken.png").mkdir()
+    (tmp_path / "file").write_text("")
+    for argv, shown in ((["visualize", str(two_checkpoints), str(clip), "--out", str(tmp_path / "taken.png")],
+                         "(EISDIR)"),
+                        (["embed", str(two_checkpoints), str(clip), "--out", str(tmp_path / "file" / "f.npz")],
+                         "(EEXIST)")):
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = stderr_lines(capsys)
+        assert len(err) == 1 and shown in err[0] and str(tmp_path) in err[0], err

@@ -65,7 +65,10 @@ def storage_message(path: str | Path, err: OSError, run_dir: str | Path | None =
     """The one line of a failed write: the file, the reason, and what the run still holds."""
     line = f"cannot write '{path}': {errno_text(err)}"
     if run_dir is not None:
-        kept = last_checkpoint(run_dir)
+        try:
+            kept = last_checkpoint(run_dir)
+        except OSError:  # the folder itself is unreadable now: say nothing rather than guess
+            return line
         line += (f"; the last complete checkpoint {kept} is intact: fix the cause, then continue "
                  "with --resume") if kept else "; no checkpoint had been written yet"
     return line

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .checkpoint import load_weights
+    from .checkpoint import load_weights, writing
     from .data.decode import MediaError, read_clip
     from .data.transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
 
@@ -57,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
         "video": (video_tensor(raw.frames, cfg.data, train=False, rng=None) if raw.frames is not None
                   else fill_video(cfg.data))[None],
     }
-    path = reconstruction_figure(model, batch, Path(args.out), seed=args.seed,
-                                 title=Path(args.clip).name)
+    with writing(args.out):
+        path = reconstruction_figure(model, batch, Path(args.out), seed=args.seed,
+                                     title=Path(args.clip).name)
     print(path)
     return 0
 
