@@ -155,6 +155,15 @@ def test_reproduce_and_quickstart_use_the_same_guard(tmp_path):
     assert (tmp_path / "qs" / "runs").is_dir()
 
 
+def test_reproduce_continues_an_interrupted_run_instead_of_writing_over_it(two_checkpoints, tmp_path):
+    from avmae.reproduce import continue_flag
+    assert continue_flag(tmp_path / "not_started") == []
+    (tmp_path / "stopped_early").mkdir()
+    (tmp_path / "stopped_early" / "config.json").write_text("{}")
+    assert continue_flag(tmp_path / "stopped_early") == ["--overwrite"]  # nothing to continue from
+    assert continue_flag(two_checkpoints) == ["--resume"]
+
+
 # ---- 2. a full disk mid-write ------------------------------------------------------------------
 
 class FullDisk:
