@@ -406,6 +406,8 @@ def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool, files=RUN_FIL
         return
     if resume and overwrite:  # before anything is created
         raise ConfigError("--resume continues a run and --overwrite replaces it: give one of them")
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise ConfigError(f"--out '{run_dir}' is a file; give a folder")
     if resume and not Path(run_dir).is_dir():
         raise ConfigError(f"--resume: there is no run folder '{run_dir}'; start a new run without "
                           "--resume")
