@@ -50,16 +50,19 @@ def test_table_13_runs_possible_rows_marks_impossible_ones_and_resumes(tiny_synt
 
     # a second run reuses every measured cell instead of training again
     stamp = (out / "runs" / "s_1" / "av" / "test_metrics.json").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match="--resume.*--overwrite"):  # never written over silently
+        reproduce.reproduce(13, data=str(tiny_synth), out=out, pretrain_steps=2, finetune_steps=2,
+                            overrides=SETS, labelled_per_class=1, finetune_overrides=FT)
     again = reproduce.reproduce(13, data=str(tiny_synth), out=out, pretrain_steps=2,
                                 finetune_steps=2, overrides=SETS, labelled_per_class=1,
-                                finetune_overrides=FT)
+                                finetune_overrides=FT, resume=True)
     assert again == results
     assert (out / "runs" / "s_1" / "av" / "test_metrics.json").stat().st_mtime_ns == stamp
     assert "$ avmae pretrain" not in capsys.readouterr().out
     # ... but never at another scale
     with pytest.raises(ConfigError, match="another --out"):
         reproduce.reproduce(13, data=str(tiny_synth), out=out, pretrain_steps=2, finetune_steps=2,
-                            overrides=SETS, labelled_per_class=2, finetune_overrides=FT)
+                            overrides=SETS, labelled_per_class=2, finetune_overrides=FT, resume=True)
 
 
 def test_every_table_row_has_a_paper_number_for_each_column():

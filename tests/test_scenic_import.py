@@ -204,14 +204,19 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, capsys):
                              "--labels", str(_bad(tmp_path, "l.txt", b"a\nb\n"))],
             "existing_out": [str(src)]}[case]
     out = tmp_path / "run"
-    if case == "existing_out":
-        out.mkdir()
-        (out / "keep.txt").write_text("earlier work")
+    if case == "existing_out":  # an earlier import (a run) is never written over silently
+        assert main(["import-scenic", str(DATA / "vggsound_video.params.msgpack"), "--out", str(out)]) == 0
+        earlier = load_weights(out)[0]
+        capsys.readouterr()
     assert main(["import-scenic", *args, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     if case == "existing_out":
-        assert (out / "keep.txt").read_text() == "earlier work" and "--overwrite" in err
+        assert "--overwrite" in err
+        kept = load_weights(out)[0]
+        assert kept.keys() == earlier.keys() and all(torch.equal(kept[k], earlier[k]) for k in kept)
+        assert main(["import-scenic", *args, "--out", str(out), "--overwrite"]) == 0
+        assert load_weights(out)[1].model.encoder == "mid"
 
 
 def test_pretraining_continues_from_an_imported_checkpoint(tiny_synth, tmp_path):

@@ -2,7 +2,8 @@
 
 Each subcommand lives in the module named in `COMMANDS`, which provides `add_arguments(parser)`
 and `run(args) -> int`. Any user-caused problem raises `ConfigError` and becomes one line on
-stderr and exit status 2; a run that had to stop (`RunError`) one line and status 1; no traceback.
+stderr and exit status 2; a run that had to stop (`RunError`) one line and status 1; an I/O error
+(OSError) one line naming the file and the system's reason, status 2; no traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ COMMANDS = {
     "quickstart": ("avmae.quickstart", "the whole method end to end on the embedded default"),
     "reproduce": ("avmae.reproduce", "run one of the paper's ablation tables at a chosen scale"),
     "import-scenic": ("avmae.interop.scenic", "an official Scenic (Flax) AV-MAE / MBT checkpoint -> an avmae run"),
+    "check": ("avmae.check", "list a run's checkpoints and whether each verifies"),
 }
 
 
@@ -69,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as err:
         sys.stderr.write(f"avmae {args.command}: stopped: {err}\n")
         return 1
+    except OSError as err:  # an I/O error no command turned into its own line (checkpoint.writing)
+        from .checkpoint import errno_text
+        where = f"'{err.filename}': " if err.filename else ""
+        sys.stderr.write(f"avmae {args.command}: error: {where}{errno_text(err)}\n")
+        return 2
     except KeyboardInterrupt:
         sys.stderr.write("avmae: interrupted\n")
         return 130

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_weights
+from .checkpoint import load_weights, writing
 from .config import ConfigError
 from .data.dataset import build_dataset, build_loader
 from .model import AVMAE
@@ -87,8 +87,9 @@ def embed(checkpoint: str, inputs: list[str], out: str, *, batch_size: int = 8,
             result[f"has_{m}"] = np.concatenate(present[m])[first]
     kept = set(index.tolist())
     result["skipped"] = np.array([str(p) for i, p in enumerate(dataset.paths) if i not in kept])
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **result)
+    with writing(out):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, **result)
     return result
 
 

@@ -28,7 +28,7 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import BEST_NAME, load_weights, resolve_weights
+from .checkpoint import BEST_NAME, load_weights, resolve_weights, warn
 from .classifier import FINETUNE_MODALITIES, Classifier, build_classifier
 from .config import Config, ConfigError
 from .data.dataset import ClipDataset, build_dataset, build_loader
@@ -167,7 +167,10 @@ def finetuned_weights(path: str | Path) -> Path:
     `checkpoint.resolve_weights` (a run's last checkpoint, a checkpoint folder, a file)."""
     best = Path(path) / "checkpoints" / BEST_NAME
     if (best / "COMPLETE").exists() and (best / "model.safetensors").is_file():
-        return best / "model.safetensors"
+        try:
+            return resolve_weights(best)
+        except ConfigError as err:  # a damaged `best`: the run's checkpoints are still there
+            warn(f"skipped {best.resolve()}: {err}; using the run's newest checkpoint that verifies")
     return resolve_weights(path)
 
 

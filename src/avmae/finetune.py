@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .augment import augment_spectrogram, mixup_modalities, one_hot, smooth_labels
-from .checkpoint import BEST_NAME, last_checkpoint, load_weights, save_best
+from .checkpoint import BEST_NAME, load_weights, save_best, writing
 from .classifier import build_classifier, param_groups_lrd
 from .config import Config, ConfigError, build_config, parse_overrides, set_value
 from .data.dataset import build_dataset, build_loader
@@ -53,9 +53,9 @@ from .init_from_pretrained import init_classifier_from_avmae
 from .optimization import build_optimizer, lr_at, scaled_lr, set_lr
 from .pretrain import _count, _epoch_summary, model_inputs, placeholder_batch
 from .recipes import add_recipe_argument, recipe_overrides
-from .training import (RunLog, StopRequest, Throughput, apply_gradients, autocast, check_finite,
-                       load_resume, log_step, lr_summary, resolve_budget, save_training_checkpoint,
-                       step_seed, write_config)
+from .training import (RunLog, StopRequest, Throughput, add_run_dir_arguments, apply_gradients,
+                       autocast, check_finite, claim_run_dir, load_resume, log_step, lr_summary,
+                       resolve_budget, save_training_checkpoint, step_seed, write_config)
 
 # Finetuning's recipe replaces the pretraining one the checkpoint carries (Table 16).
 FINETUNE_DEFAULTS = {
@@ -97,8 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", required=True,
                         help="validation data (its labels must occur in --data, or in --vocab)")
     parser.add_argument("--out", required=True, help="the run folder")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the last complete checkpoint in --out")
+    add_run_dir_arguments(parser)
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     parser.epilog = (
         "Finetuning defaults (Table 16) replace the checkpoint's pretraining recipe: train.optimizer=sgd, "
@@ -116,8 +115,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     finetune(args.init, args.data, args.val, args.out, modality=args.modality, preset=args.preset,
-             overrides=args.overrides, resume=args.resume, device=args.device, recipe=args.recipe,
-             vocab=args.vocab)
+             overrides=args.overrides, resume=args.resume, overwrite=args.overwrite,
+             device=args.device, recipe=args.recipe, vocab=args.vocab)
     return 0
 
 
@@ -148,61 +147,62 @@ def finetune_config(base: Config, modality: str | None = None,
 
 def finetune(init: str | None, data: str, val: str, out: str, *, modality: str | None = None,
              preset: str | None = None, overrides: list[str] | None = None, resume: bool = False,
-             device: str = "auto", recipe: str | None = None, vocab: str | None = None) -> Path:
+             overwrite: bool = False, device: str = "auto", recipe: str | None = None,
+             vocab: str | None = None) -> Path:
     """Finetune a classifier on `data`, validating on `val`; returns the run folder.
 
     init: an AV-MAE pretraining run / checkpoint, or "scratch" (then `preset` gives the sizes);
     ignored with resume=True (the run's own config, --set overrides on top). modality: audio,
     video or av (default: the config's finetune.modality). recipe: a dataset recipe (recipes.py).
-    vocab: a vocabulary JSON file (default: the sorted labels of `data`).
+    vocab: a vocabulary JSON file (default: the sorted labels of `data`). A run already in `out` is
+    continued (resume=True) or replaced (overwrite=True), never written over otherwise.
     """
     run_dir = Path(out)
     for flag, path in (("--data", data), ("--val", val)):
         if not Path(path).exists():
             raise ConfigError(f"{flag} '{path}' does not exist: give a CSV manifest or a shards folder "
                               "(`avmae synth DIR` makes a dataset)")
-    init_weights, init_cfg, init_kind, stored = None, None, None, None
-    weights, state = None, None
-    if resume:
-        if recipe is not None or vocab is not None:
-            raise ConfigError("--resume continues a run with its own config and vocabulary: drop "
-                              "--recipe / --vocab (change single fields with --set)")
-        weights, state, cfg, ckpt = load_resume(run_dir, KIND)
-        if modality is not None and modality != cfg.finetune.modality:
-            raise ConfigError(f"--resume: the run finetunes modality {cfg.finetune.modality}, not "
-                              f"{modality}")
-        cfg = build_config(None, overrides, base=cfg)
-        stored = checkpoint_metadata(ckpt)
-    else:
-        if init is None:
-            raise ConfigError("--init is required: an AV-MAE pretraining run or checkpoint, or "
-                              "`scratch` with --preset")
-        if last_checkpoint(run_dir) is not None:
-            raise ConfigError(f"'{run_dir}' already holds checkpoints: add --resume to continue it, "
-                              "or choose another --out")
-        if init == "scratch":
-            if preset is None:
-                raise ConfigError("--init scratch needs --preset for the model and input sizes "
-                                  "(see `avmae presets`)")
-            base = build_config(preset)
+    with claim_run_dir(run_dir, resume=resume, overwrite=overwrite):
+        init_weights, init_cfg, init_kind, stored = None, None, None, None
+        weights, state = None, None
+        if resume:
+            if recipe is not None or vocab is not None:
+                raise ConfigError("--resume continues a run with its own config and vocabulary: drop "
+                                  "--recipe / --vocab (change single fields with --set)")
+            weights, state, cfg, ckpt = load_resume(run_dir, KIND)
+            if modality is not None and modality != cfg.finetune.modality:
+                raise ConfigError(f"--resume: the run finetunes modality {cfg.finetune.modality}, "
+                                  f"not {modality}")
+            cfg = build_config(None, overrides, base=cfg)
+            stored = checkpoint_metadata(ckpt)
         else:
-            if preset is not None:
-                raise ConfigError("--preset is only for --init scratch: a checkpoint's own config "
-                                  "gives the sizes (change other fields with --set)")
-            init_weights, base, init_kind, _ = load_weights(init)
-            if init_kind != PRETRAIN_KIND:  # refused before a classifier of its size is built
-                raise ConfigError(f"--init '{init}' is an {init_kind} checkpoint, not an AV-MAE "
-                                  "pretraining one: finetune from a pretraining run; evaluate a "
-                                  "finetuned one with `avmae evaluate`")
-            init_cfg = base
-        cfg = finetune_config(base, modality, overrides, recipe)
-    given_vocab = load_vocab(vocab) if vocab is not None else None
-    d = distributed.setup(device)
-    try:
-        return _finetune(cfg, data, val, run_dir, d, str(init), init_weights, init_cfg, init_kind,
-                         weights, state, stored, given_vocab)
-    finally:
-        distributed.teardown()
+            if init is None:
+                raise ConfigError("--init is required: an AV-MAE pretraining run or checkpoint, or "
+                                  "`scratch` with --preset")
+            if init == "scratch":
+                if preset is None:
+                    raise ConfigError("--init scratch needs --preset for the model and input sizes "
+                                      "(see `avmae presets`)")
+                base = build_config(preset)
+            else:
+                if preset is not None:
+                    raise ConfigError("--preset is only for --init scratch: a checkpoint's own "
+                                      "config gives the sizes (change other fields with --set)")
+                # a run folder: its newest checkpoint whose weights verify
+                init_weights, base, init_kind, _ = load_weights(init, purpose="--init")
+                if init_kind != PRETRAIN_KIND:  # refused before a classifier of its size is built
+                    raise ConfigError(f"--init '{init}' is an {init_kind} checkpoint, not an AV-MAE "
+                                      "pretraining one: finetune from a pretraining run; evaluate a "
+                                      "finetuned one with `avmae evaluate`")
+                init_cfg = base
+            cfg = finetune_config(base, modality, overrides, recipe)
+        given_vocab = load_vocab(vocab) if vocab is not None else None
+        d = distributed.setup(device)
+        try:
+            return _finetune(cfg, data, val, run_dir, d, str(init), init_weights, init_cfg,
+                             init_kind, weights, state, stored, given_vocab)
+        finally:
+            distributed.teardown()
 
 
 def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Dist, init: str,
@@ -248,7 +248,8 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
 
     if d.is_main:
         write_config(run_dir, cfg)
-        save_vocab(vocab, run_dir / "vocab.json")
+        with writing(run_dir / "vocab.json", run_dir):
+            save_vocab(vocab, run_dir / "vocab.json")
     log = RunLog(run_dir, d.is_main, budget.total_steps, step, "finetune")
     if weights is None:
         log.print(f"init from {init}: {report.summary()}")
@@ -322,7 +323,8 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
         log.close()
     if d.is_main:
         from .visualize import loss_curve
-        path = loss_curve(run_dir)
+        with writing(run_dir / "loss_curve.png", run_dir):
+            path = loss_curve(run_dir)
         found = f"best val {metric} {best['value']:.4f} at step {best['step']} " \
                 f"({run_dir / 'checkpoints' / BEST_NAME})" if best else "no validation score"
         log.print(f"{found}; `avmae evaluate {run_dir} --data {val}` averages {f.views} views per clip"

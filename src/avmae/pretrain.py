@@ -17,7 +17,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
-from .checkpoint import load_weights
+from .checkpoint import load_weights, writing
 from .config import Config, ConfigError, build_config
 from .data.dataset import build_dataset, build_loader
 from .info import add_config_arguments
@@ -25,9 +25,9 @@ from .masking import sample_noise
 from .model import AVMAE
 from .optimization import build_optimizer, lr_at, param_groups_weight_decay, scaled_lr, set_lr
 from .recipes import add_recipe_argument, recipe_overrides
-from .training import (RunLog, StopRequest, Throughput, apply_gradients, autocast, check_finite,
-                       load_resume, log_step, lr_summary, resolve_budget, save_training_checkpoint,
-                       step_seed, write_config)
+from .training import (RunLog, StopRequest, Throughput, add_run_dir_arguments, apply_gradients,
+                       autocast, check_finite, claim_run_dir, load_resume, log_step, lr_summary,
+                       resolve_budget, save_training_checkpoint, step_seed, write_config)
 
 KIND = "avmae_pretrain"
 MODALITY_SEED = {"audio": 1, "video": 2}
@@ -38,8 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recipe_argument(parser)
     parser.add_argument("--data", required=True, help="a CSV manifest or a shards folder")
     parser.add_argument("--out", required=True, help="the run folder")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the last complete checkpoint in --out")
+    add_run_dir_arguments(parser)
     parser.add_argument("--init", metavar="CKPT_OR_RUN",
                         help="start from the weights of an AV-MAE pretraining checkpoint (e.g. an "
                              "`avmae import-scenic` run) on your data: its config, a fresh optimiser")
@@ -69,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--preset is required (see `avmae presets`), unless --resume or --init")
         cfg = build_config(args.preset, args.overrides,
                            recipe=recipe_overrides(args.recipe, "pretrain"))
-    pretrain(cfg, args.data, args.out, resume=args.resume, device=args.device, overrides=args.overrides,
-             init=init)
+    pretrain(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite,
+             device=args.device, overrides=args.overrides, init=init)
     return 0
 
 
@@ -90,22 +89,27 @@ def masking_noise(model: AVMAE, inputs: dict, indices: torch.Tensor, seed: int, 
     return noise
 
 
-def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False, device: str = "auto",
-             overrides: list[str] | None = None, init: dict[str, torch.Tensor] | None = None) -> Path:
-    """Pretrain on DATA into OUT; `init` (a state dict) starts from given weights at step 0."""
+def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False,
+             overwrite: bool = False, device: str = "auto", overrides: list[str] | None = None,
+             init: dict[str, torch.Tensor] | None = None) -> Path:
+    """Pretrain into the run folder `out`: a new one, or with resume=True the run it holds
+    (continued from its newest checkpoint that verifies), or with overwrite=True a new run
+    replacing it. Another process writing `out` at the same time is refused. `init` (a state dict)
+    starts a new run from given weights at step 0."""
     run_dir = Path(out)
     if not Path(data).exists():
         raise ConfigError(f"--data '{data}' does not exist: give a CSV manifest or a shards folder "
                           "(`avmae synth DIR` makes a dataset)")
-    weights, state = None, None
-    if resume:
-        weights, state, cfg, ckpt = load_resume(run_dir, KIND)
-        cfg = build_config(None, overrides, base=cfg)
-    d = distributed.setup(device)
-    try:
-        return _pretrain(cfg, data, run_dir, d, weights, state, init)
-    finally:
-        distributed.teardown()
+    with claim_run_dir(run_dir, resume=resume, overwrite=overwrite):
+        weights, state = None, None
+        if resume:
+            weights, state, cfg, ckpt = load_resume(run_dir, KIND)
+            cfg = build_config(None, overrides, base=cfg)
+        d = distributed.setup(device)
+        try:
+            return _pretrain(cfg, data, run_dir, d, weights, state, init)
+        finally:
+            distributed.teardown()
 
 
 def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weights, state, init=None) -> Path:
@@ -193,7 +197,8 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
         log.close()
     if d.is_main:
         from .visualize import loss_curve
-        path = loss_curve(run_dir)
+        with writing(run_dir / "loss_curve.png", run_dir):
+            path = loss_curve(run_dir)
         log.print(_loss_summary(run_dir) + (f"; loss curve: {path}" if path else ""))
     distributed.barrier(d)  # every rank leaves the process group together (teardown races)
     return run_dir
@@ -234,7 +239,9 @@ def _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batc
         path = save_training_checkpoint(run_dir, step, model, cfg, KIND, optimizer, {"epoch": epoch})
         if figure_batch is not None:
             from .visualize import reconstruction_figure
-            fig = reconstruction_figure(model, figure_batch, run_dir / "figures" / f"reconstruction_step{step:07d}.png")
+            fig = run_dir / "figures" / f"reconstruction_step{step:07d}.png"
+            with writing(fig, run_dir):
+                reconstruction_figure(model, figure_batch, fig)
             log.print(f"step {step}: checkpoint {path}, reconstructions {fig}")
     distributed.barrier(d)
 

@@ -38,7 +38,6 @@ import argparse
 import csv
 import json
 import shlex
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,19 +165,15 @@ def evaluate_last(run: Path, test: Path) -> dict:
 
 # ---- the quickstart -------------------------------------------------------------------------
 
+# What a quickstart leaves in its folder: --overwrite replaces these (training.guard_run_dir).
+QUICKSTART_FILES = ("data", "shards", "runs", "figures", "results.json")
+
+
 def check_out_dir(out: Path, overwrite: bool) -> None:
-    parts = [out / name for name in ("data", "shards", "runs", "figures", "results.json")]
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder")
-    if any(p.exists() for p in parts):
-        if not overwrite:
-            raise ConfigError(f"{out} holds an earlier quickstart: pass --overwrite to replace it, "
-                              "or choose another --out")
-        for p in parts:
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+    """Refuse a folder holding an earlier quickstart unless --overwrite (then remove it)."""
+    from .training import guard_run_dir
+    guard_run_dir(out, resume=False, overwrite=overwrite, files=QUICKSTART_FILES,
+                  what="an earlier quickstart", resume_flag=False)
 
 
 def quickstart(out: Path, plan: Plan, overwrite: bool = False) -> dict:
@@ -186,8 +181,13 @@ def quickstart(out: Path, plan: Plan, overwrite: bool = False) -> dict:
     for name in ("clips", "pretrain_steps", "finetune_steps", "labelled_per_class"):
         if getattr(plan, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
-    check_out_dir(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    from .training import claim_run_dir
+    with claim_run_dir(out, resume=False, overwrite=overwrite, files=QUICKSTART_FILES,
+                       what="an earlier quickstart", resume_flag=False):
+        return _quickstart(out, plan)
+
+
+def _quickstart(out: Path, plan: Plan) -> dict:
     data, shards, runs, figures = out / "data", out / "shards", out / "runs", out / "figures"
     stages = Stages(total=6)
     _say(f"avmae quickstart: {plan.clips} synthetic clips, preset {PRESET}, {plan.pretrain_steps} "
@@ -242,7 +242,9 @@ def quickstart(out: Path, plan: Plan, overwrite: bool = False) -> dict:
     avmae(["visualize", str(pretrained), str(clip), "--out", str(figure)])
     stages.end()
 
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    from .checkpoint import writing
+    with writing(out / "results.json"):
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     _say("\n" + table(results, plan, test_clips=_count_rows(data / "test.csv")))
     _say(verdict(results))
     _say(pictures(runs, figures))

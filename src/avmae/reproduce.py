@@ -8,8 +8,10 @@ For every row of the table an AV-MAE is pretrained with the row's settings (`avm
 finetuned the way the table reports (`avmae finetune`: audio-only AST, video-only ViViT and/or
 audiovisual MBT columns) and evaluated on the test split (`avmae evaluate`, the last checkpoint, one
 centre view). OUT/table_N.md holds the measured numbers beside the paper's; OUT/table_N.json the
-numbers. Each command is printed before it runs; a cell already measured in OUT is reused, so an
-interrupted run continues where it stopped.
+numbers. Each command is printed before it runs. An OUT that already holds table N is only
+written with --resume (cells already measured are reused, an interrupted pretraining or
+finetuning continues from its checkpoint, so a stopped run continues where it stopped) or
+--overwrite (the table's results and runs are removed; the prepared data is kept).
 
     table  varies                                       finetuning columns   paper setting
     1      encoder x decoder (Sec. 3.2-3.3)             audio, video, av     joint objective
@@ -45,9 +47,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .checkpoint import step_checkpoints, step_name, writing
 from .config import ConfigError, PRESETS, build_config
 from .quickstart import (FINETUNE_RECIPE, PRETRAIN_RECIPE, avmae, evaluate_last, labelled_subset,
                          set_args)
+from .training import claim_run_dir
 
 COLUMN_TITLES = {"audio": "Audio-only", "video": "Video-only", "av": "Audiovisual"}
 
@@ -153,13 +157,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "settings, before the row's own)")
     parser.add_argument("--finetune-set", dest="finetune_overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="finetuning override (after the small-scale recipe)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the table already in --out (measured cells are reused)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the table already in --out (its results and runs)")
 
 
 def run(args: argparse.Namespace) -> int:
     reproduce(args.table, data=args.data, out=Path(args.out or "reproduce"), preset=args.preset,
               pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
               overrides=args.overrides, finetune_overrides=args.finetune_overrides, clips=args.clips,
-              labelled_per_class=args.labelled_per_class)
+              labelled_per_class=args.labelled_per_class, resume=args.resume,
+              overwrite=args.overwrite)
     return 0
 
 
@@ -211,8 +220,10 @@ def _slug(label: str) -> str:
 def reproduce(number: int, *, data: str | None = None, out: Path = Path("reproduce"),
               preset: str = "tiny-4l-cpu", pretrain_steps: int = 600, finetune_steps: int = 300,
               overrides: list[str] | None = None, finetune_overrides: list[str] | None = None,
-              clips: int = 400, labelled_per_class: int = 12) -> dict:
-    """Run table `number`'s grid; returns {row label: {column: accuracy % | None}}."""
+              clips: int = 400, labelled_per_class: int = 12, resume: bool = False,
+              overwrite: bool = False) -> dict:
+    """Run table `number`'s grid; returns {row label: {column: accuracy % | None}}. An `out`
+    holding this table is continued (resume=True) or replaced (overwrite=True), else refused."""
     if number not in TABLES:
         raise ConfigError(f"table {number} is not one of {', '.join(map(str, TABLES))} (the paper's "
                           "ablations: 1, 2, 3, 8-10, 13)")
@@ -227,13 +238,25 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
                   finetune_overrides, data)
     table = TABLES[number]
     build_config(preset, [*table.sets, *overrides])  # a bad --set fails now, not after an hour
-    earlier = out / f"table_{number}.json"
-    if earlier.exists():  # measured cells are reused: only at the same scale
-        stored = json.loads(earlier.read_text())
-        if {k: stored.get(k) for k in asdict(scale)} != asdict(scale):
-            raise ConfigError(f"{out} holds table {number} measured as `{stored.get('command')}`; "
-                              "to run it at another scale choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    # The table's own files: its results and the runs of its rows (the prepared data is shared).
+    files = (f"table_{number}.json", f"table_{number}.md",
+             *[f"runs/{_slug(row.label)}" for row in table.rows])
+    with claim_run_dir(out, resume=resume, overwrite=overwrite, files=files,
+                       what=f"table {number}"):
+        earlier = out / f"table_{number}.json"
+        if earlier.exists():  # measured cells are reused: only at the same scale
+            stored = json.loads(earlier.read_text())
+            if {k: stored.get(k) for k in asdict(scale)} != asdict(scale):
+                raise ConfigError(f"{out} holds table {number} measured as "
+                                  f"`{stored.get('command')}`; to run it at another scale choose "
+                                  "another --out (or replace it with --overwrite)")
+        return _reproduce(number, table, scale, data, out, preset, pretrain_steps, finetune_steps,
+                          overrides, finetune_overrides, clips, labelled_per_class)
+
+
+def _reproduce(number: int, table: Table, scale: Scale, data: str | None, out: Path, preset: str,
+               pretrain_steps: int, finetune_steps: int, overrides: list[str],
+               finetune_overrides: list[str], clips: int, labelled_per_class: int) -> dict:
     start = time.perf_counter()
     train, labelled, test = find_data(data, out, preset, overrides, clips, labelled_per_class)
 
@@ -251,8 +274,9 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
             continue
         row_dir = out / "runs" / _slug(row.label)
         pretrained = row_dir / "pretrain"
-        if not (pretrained / "checkpoints" / "last" / "model.safetensors").exists():
+        if not (pretrained / "checkpoints" / step_name(pretrain_steps) / "COMPLETE").exists():
             avmae(["pretrain", "--preset", preset, "--data", str(train), "--out", str(pretrained),
+                   *continue_flag(pretrained),
                    *set_args([*sets, f"train.steps={pretrain_steps}",
                            f"train.checkpoint_every={pretrain_steps}"])])
         results[row.label] = {}
@@ -272,16 +296,23 @@ def _cell(row_dir: Path, pretrained: Path, column: str, train: Path, test: Path,
     done = run_dir / "test_metrics.json"
     if done.exists():
         return json.loads(done.read_text())["top1_percent"]
-    if run_dir.exists():  # an interrupted finetuning: start the cell again
-        shutil.rmtree(run_dir)
     avmae(["finetune", "--init", str(pretrained), "--modality", column, "--data", str(train),
-           "--val", str(test), "--out", str(run_dir),
+           "--val", str(test), "--out", str(run_dir), *continue_flag(run_dir),
            *set_args([*FINETUNE_RECIPE, f"train.steps={steps}", f"train.checkpoint_every={steps}",
                    *finetune_overrides])])
     metrics = evaluate_last(run_dir, test)
     value = round(100.0 * metrics["top1"], 2)
-    done.write_text(json.dumps({**metrics, "top1_percent": value}) + "\n")
+    with writing(done):
+        done.write_text(json.dumps({**metrics, "top1_percent": value}) + "\n")
     return value
+
+
+def continue_flag(run_dir: Path) -> list[str]:
+    """How to run a row's pretraining or a cell's finetuning again after an interruption:
+    --resume from its checkpoint, --overwrite when it stopped before writing one."""
+    if step_checkpoints(run_dir):
+        return ["--resume"]
+    return ["--overwrite"] if run_dir.exists() else []
 
 
 def markdown(number: int, table: Table, results: dict, notes: dict, scale: Scale,
@@ -315,10 +346,12 @@ def markdown(number: int, table: Table, results: dict, notes: dict, scale: Scale
 def _write(number: int, table: Table, results: dict, notes: dict, out: Path, scale: Scale,
            seconds: float) -> Path:
     path = out / f"table_{number}.md"
-    path.write_text(markdown(number, table, results, notes, scale, seconds))
+    with writing(path):
+        path.write_text(markdown(number, table, results, notes, scale, seconds))
     paper = {row.label: row.paper for row in table.rows}
-    (out / f"table_{number}.json").write_text(json.dumps(
-        {"table": number, "measured": results, "paper": paper, "impossible": notes,
-         "command": scale.command(number), **asdict(scale),
-         "seconds": round(seconds, 1)}, indent=2) + "\n")
+    with writing(out / f"table_{number}.json"):
+        (out / f"table_{number}.json").write_text(json.dumps(
+            {"table": number, "measured": results, "paper": paper, "impossible": notes,
+             "command": scale.command(number), **asdict(scale),
+             "seconds": round(seconds, 1)}, indent=2) + "\n")
     return path

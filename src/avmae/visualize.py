@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .api import load_clip
-    from .checkpoint import load_weights
+    from .checkpoint import load_weights, writing
 
     weights, cfg, kind, _ = load_weights(args.checkpoint)
     if kind != "avmae_pretrain":
@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
     batch = load_clip(args.clip, cfg)
     model = AVMAE(cfg.model)
     model.load_state_dict(weights)
-    path = reconstruction_figure(model, batch, Path(args.out), seed=args.seed,
-                                 title=Path(args.clip).name)
+    with writing(args.out):
+        path = reconstruction_figure(model, batch, Path(args.out), seed=args.seed,
+                                     title=Path(args.clip).name)
     print(path)
     return 0
 

@@ -16,6 +16,10 @@ Policy for broken media (DESIGN "Errors and bad input"): an unreadable clip is s
 dataset returns None, the collate drops it and the batch counts it in "num_skipped". A clip
 missing a modality the model uses is filled with zeros and flagged (data.missing_modality=fill)
 or skipped (=skip). Each such clip is also logged once per process as a warning.
+Files that change or vanish while a long run reads them fall under the same policy: every read
+happens when the clip is loaded (nothing is assumed from an earlier epoch), a vanished or
+truncated file is a MediaError / OSError, and a log-mel that decodes to inf or NaN (a shard
+rewritten under the run) is skipped too, so such a clip is skipped and counted, never fatal.
 
 Determinism: all randomness of a sample comes from np.random.default_rng([seed, epoch, index,
 view]), so batches depend on (seed, epoch) only, not on the number of workers or ranks.
@@ -286,6 +290,11 @@ class ClipDataset(Dataset):
             frames, logmel = self.source.load(index, rng=rng, view=view, num_views=self.num_views)
         except (MediaError, OSError) as err:
             self._warn(index, f"skipped ({media_reason(err, self.source.paths[index])})")
+            return None
+        if logmel is not None and not bool(torch.isfinite(logmel).all()):
+            # A shard rewritten while the run reads it can hand back any bytes; as float16 some
+            # are inf / NaN, which would end the run with a non-finite loss instead of a skip.
+            self._warn(index, "skipped (non-finite log-mel: the file changed while being read?)")
             return None
         missing = [m for m, x in (("video", frames), ("audio", logmel))
                    if x is None and self.needed[m]]

@@ -47,16 +47,16 @@ import argparse
 import csv
 import json
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import save_checkpoint, writing
 from ..config import FINETUNE_INPUT, PRESETS, Config, ConfigError, build_config, set_value
 from ..data.manifest import save_vocab
+from ..training import claim_run_dir
 
 MODALITY = {"rgb": "video", "spectrogram": "audio"}
 MBT_SUFFIX = {"spec": "audio", "rgb": "video"}   # encoderblock_i_<suffix> in MBT
@@ -338,7 +338,7 @@ def build_import_config(arch: Architecture, preset: str | None, overrides: list[
     m = cfg.model
     m.modalities = "audio_video" if len(arch.modalities) == 2 else arch.modalities[0]
     m.embed_dim, m.depth, m.num_heads = arch.embed_dim, arch.depth, arch.num_heads
-    if arch.mlp_dim % arch.embed_dim and int(arch.embed_dim * (arch.mlp_dim / arch.embed_dim)) != arch.mlp_dim:
+    if int(arch.embed_dim * (arch.mlp_dim / arch.embed_dim)) != arch.mlp_dim:
         raise ConfigError(f"MLP width {arch.mlp_dim} is not a ratio avmae can express of width {arch.embed_dim}")
     m.mlp_ratio = arch.mlp_dim / arch.embed_dim
     m.patch_size, m.tubelet_frames = arch.patch_size, arch.tubelet_frames
@@ -388,18 +388,20 @@ def read_labels(path: str | None, count: int) -> list[str]:
 def import_scenic(checkpoint: str | Path, out: str | Path, *, preset: str | None = None,
                   labels: str | None = None, overrides: list[str] | None = None,
                   overwrite: bool = False, log=print) -> Path:
-    """Convert CHECKPOINT into the run folder OUT; returns the checkpoint directory written."""
+    """Convert CHECKPOINT into the run folder OUT; returns the checkpoint directory written. A run
+    already in OUT is refused unless overwrite=True; OUT is locked while it is written."""
+
+    out = Path(out)
+    with claim_run_dir(out, resume=False, overwrite=overwrite, resume_flag=False):
+        return _import(Path(checkpoint), out, preset, labels, overrides, log)
+
+
+def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path:
     from ..classifier import build_classifier
     from ..evaluate import label_task
     from ..model import AVMAE
     from .flax_checkpoint import read_params
 
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"--out '{out}' already holds files: choose a new folder, or pass "
-                              "--overwrite to replace it")
-        shutil.rmtree(out)
     flat, layout, step = read_params(checkpoint)
     log(f"read {len(flat)} parameter tensors from '{checkpoint}' ({layout} layout, step {step}); "
         "optimizer state skipped")
@@ -440,9 +442,10 @@ def import_scenic(checkpoint: str | Path, out: str | Path, *, preset: str | None
     elif labels is not None:
         raise ConfigError("--labels is for a finetuned classifier; this checkpoint is a pretraining model")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.to_json() + "\n")
-    if arch.kind == "avmae_finetune":
-        save_vocab(vocab, out / "vocab.json")
+    with writing(out / "config.json", out):
+        (out / "config.json").write_text(cfg.to_json() + "\n")
+        if arch.kind == "avmae_finetune":
+            save_vocab(vocab, out / "vocab.json")
     n = sum(t.numel() for t in state.values())
     ckpt = save_checkpoint(out, step, state, cfg, arch.kind, keep=1, extra_metadata=metadata)
     log(f"wrote {ckpt} ({n / 1e6:.1f} M parameters, {arch.kind})")
