@@ -58,6 +58,32 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_synth, tmp_path):
     assert_same(final_weights(tmp_path / "full"), final_weights(tmp_path / "cut"))
 
 
+def test_mid_epoch_resume_equals_an_uninterrupted_run(tiny_synth, tmp_path):
+    """Fast, in-process twin of the SIGKILL test, cut in the middle of an epoch: the resumed run
+    must continue with the epoch's NEXT batch (not its first) and with the saved AdamW moments."""
+    import json
+    import shutil
+    from avmae.pretrain import pretrain
+    data = str(tiny_synth / "train.csv")
+    cfg = build_config("tiny-4l-cpu", TINY + ["train.steps=3", "train.batch_size=4", "train.checkpoint_every=2",
+                                              "train.keep_checkpoints=5", "train.figure_clips=0"])
+    full = pretrain(cfg, data, str(tmp_path / "full"))
+    epochs = {r["step"]: r["epoch"] for r in map(json.loads, (full / "metrics.jsonl").read_text().splitlines())
+              if "step" in r}
+    assert epochs[2] == epochs[3] == 0  # the cut at step 2 is inside epoch 0, not on its boundary
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut, symlinks=True)
+    shutil.rmtree(cut / "checkpoints" / "step_0000003")  # `last` now dangles: step 2 is the newest
+    pretrain(None, data, str(cut), resume=True)
+    last = "checkpoints/step_0000003"
+    assert_same(load_file(str(full / last / "model.safetensors")), load_file(str(cut / last / "model.safetensors")))
+    sa = torch.load(full / last / "train_state.pt", weights_only=True)["optimizer"]["state"]
+    sb = torch.load(cut / last / "train_state.pt", weights_only=True)["optimizer"]["state"]
+    for i in sa:  # AdamW moments and step counts
+        for k in sa[i]:
+            assert torch.equal(sa[i][k], sb[i][k]), (i, k)
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_synth, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
