@@ -129,7 +129,11 @@ MUTATIONS = [
     Mutation("preemphasis-0.95", "data/logmel.py", "PREEMPHASIS = 0.97", "PREEMPHASIS = 0.95"),
     Mutation("no-dc-offset-removal", "data/logmel.py",
              "frames = frames - frames.mean(dim=-1, keepdim=True)", "frames = frames"),
-    Mutation("mel-scale-constant", "data/logmel.py", "return 1127.0 * np.log", "return 1125.0 * np.log"),
+    Mutation("mel-scale-factor", "data/logmel.py", "return 1127.0 * np.log", "return 1125.0 * np.log",
+             why="the filters are equally spaced on the mel scale and evaluated on it, so a constant "
+                 "factor on mel(f) scales every filter edge, centre and FFT bin alike and leaves every "
+                 "weight unchanged"),
+    Mutation("mel-scale-break-frequency", "data/logmel.py", "np.float64) / 700.0)", "np.float64) / 720.0)"),
     Mutation("log-floor-1e-10", "data/logmel.py", "clamp_min(FLOAT_EPS)", "clamp_min(1e-10)"),
     Mutation("fft-bin-frequencies-shifted", "data/logmel.py",
              "mel = mel_scale(np.arange(n_fft // 2) *", "mel = mel_scale(np.arange(1, n_fft // 2 + 1) *"),
