@@ -207,7 +207,7 @@ def copy_tree(dest: Path) -> Path:
     return repo
 
 
-def test_files(repo: Path) -> list[str]:
+def ordered_test_files(repo: Path) -> list[str]:
     """Every test file of the copy, the likeliest killers first."""
     found = sorted(p.name for p in (repo / "tests").glob("test_*.py"))
     ordered = [f for f in FIRST if f in found] + [f for f in found if f not in FIRST]
@@ -216,7 +216,7 @@ def test_files(repo: Path) -> list[str]:
 
 def run_tests(repo: Path, pytest_args: list[str], timeout: float) -> tuple[str, str]:
     """(outcome, detail): "pass", "fail" (the first failing test) or "timeout"."""
-    pytest_args = pytest_args or test_files(repo)
+    pytest_args = pytest_args or ordered_test_files(repo)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), str(repo / "tests")]),
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider",
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds per test run (default 900)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the check that the unmutated tree passes the fast tests")
-    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    parser.add_argument("pytest_args", nargs="*", help="pytest arguments (after --) run instead of the whole fast suite, e.g. one test file")
     args = parser.parse_args(argv)
     # `kill` as well as Ctrl-C unwinds, so that the temporary copies are removed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
