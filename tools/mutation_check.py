@@ -264,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900, help="seconds per test run (default 900)")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the check that the unmutated tree passes the fast tests")
-    parser.add_argument("pytest_args", nargs="*", help="pytest arguments (after --) run instead of the whole fast suite, e.g. one test file")
+    parser.add_argument("pytest_args", nargs="*",
+                        help="pytest arguments (after --) run instead of the whole fast suite, e.g. a test file")
     args = parser.parse_args(argv)
     # `kill` as well as Ctrl-C unwinds, so that the temporary copies are removed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
