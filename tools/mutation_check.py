@@ -95,7 +95,9 @@ MUTATIONS = [
     Mutation("inpainting-without-target-position", "model.py",
              "seqs[a] = z + self._pos(grids[a]", "seqs[a] = z + 0 * self._pos(grids[a]"),
     Mutation("inpainting-mask-tokens-before-the-other-modality", "objectives.py",
-             "seq = torch.cat([encoded_other, mask_token", "seq = torch.cat([mask_token.to(encoded_other.dtype).expand(B, n_target - u, D), encoded_other] if True else [encoded_other, mask_token"),
+             "seq = torch.cat([encoded_other, mask_token",
+             "seq = torch.cat([mask_token.to(encoded_other.dtype).expand(B, n_target - u, D), encoded_other]"
+             " if True else [encoded_other, mask_token"),
     Mutation("joint-decoder-split-in-reverse", "decoders.py",
              "out = _split(self.transformer(z), order)", "out = _split(self.transformer(z), order[::-1])"),
     Mutation("heads-read-the-decoder-input", "decoders.py",
