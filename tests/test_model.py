@@ -274,3 +274,10 @@ def test_sample_noise_masks_a_clip_the_same_in_any_batch():
     n4 = sample_noise([(0, 5, i) for i in (4, 5, 6, 7)], 18)
     assert torch.equal(n8[4:], n4)
     assert not torch.equal(n8[0], n8[1])
+
+
+def test_modality_loss_weights_weigh_their_own_modality():
+    model = AVMAE(tiny_cfg("model.loss_weight_audio=3.0", "model.loss_weight_video=1.0").model)
+    out = model(*inputs(), generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(out["loss_audio"], out["loss_video"])
+    torch.testing.assert_close(out["loss"], (3.0 * out["loss_audio"] + out["loss_video"]) / 4.0)

@@ -58,6 +58,56 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_synth, tmp_path):
     assert_same(final_weights(tmp_path / "full"), final_weights(tmp_path / "cut"))
 
 
+def test_mid_epoch_resume_equals_an_uninterrupted_run(tiny_synth, tmp_path):
+    """Fast, in-process twin of the SIGKILL test, cut in the middle of an epoch: the resumed run
+    must continue with the epoch's NEXT batch (not its first) and with the saved AdamW moments."""
+    import json
+    import shutil
+    from avmae.pretrain import pretrain
+    data = str(tiny_synth / "train.csv")
+    cfg = build_config("tiny-4l-cpu", TINY + ["train.steps=3", "train.batch_size=4", "train.checkpoint_every=2",
+                                              "train.keep_checkpoints=5", "train.figure_clips=0"])
+    full = pretrain(cfg, data, str(tmp_path / "full"))
+    epochs = {r["step"]: r["epoch"] for r in map(json.loads, (full / "metrics.jsonl").read_text().splitlines())
+              if "step" in r}
+    assert epochs[2] == epochs[3] == 0  # the cut at step 2 is inside epoch 0, not on its boundary
+    cut = tmp_path / "cut"
+    shutil.copytree(full, cut, symlinks=True)
+    shutil.rmtree(cut / "checkpoints" / "step_0000003")  # `last` now dangles: step 2 is the newest
+    pretrain(None, data, str(cut), resume=True)
+    last = "checkpoints/step_0000003"
+    assert_same(load_file(str(full / last / "model.safetensors")), load_file(str(cut / last / "model.safetensors")))
+    sa = torch.load(full / last / "train_state.pt", weights_only=True)["optimizer"]["state"]
+    sb = torch.load(cut / last / "train_state.pt", weights_only=True)["optimizer"]["state"]
+    for i in sa:  # AdamW moments and step counts
+        for k in sa[i]:
+            assert torch.equal(sa[i][k], sb[i][k]), (i, k)
+
+
+def test_pretraining_masks_are_drawn_anew_every_step_per_clip_and_per_modality():
+    """The masking noise is keyed by (seed, step, clip, modality) (training.py): a clip gets fresh
+    masks at every step (MAE, Sec. 3.1), the same ones in any batch (DDP, resume), and its audio
+    and video masks are drawn independently."""
+    from avmae.model import AVMAE
+    from avmae.pretrain import masking_noise
+    model = AVMAE(build_config("tiny-4l-cpu", TINY).model)
+    x = {"audio": torch.zeros(3, 1, 64, 128), "video": torch.zeros(3, 3, 4, 32, 32)}
+    clips = torch.tensor([7, 3, 9])
+    base = masking_noise(model, x, clips, seed=0, step=5)
+    again = masking_noise(model, {m: v[1:] for m, v in x.items()}, clips[1:], seed=0, step=5)
+    later = masking_noise(model, x, clips, seed=0, step=6)
+    other_seed = masking_noise(model, x, clips, seed=1, step=5)
+    n = min(base["audio"].shape[1], base["video"].shape[1])
+    for m in ("audio", "video"):
+        assert torch.equal(base[m][1:], again[m])                       # the clip, not the batch
+        for b in range(3):
+            assert not torch.equal(base[m][b], later[m][b])             # a new mask every step
+            assert not torch.equal(base[m][b], other_seed[m][b])
+            assert not torch.equal(base[m][b], base[m][(b + 1) % 3])    # clips differ
+    for b in range(3):   # audio and video noise are not one stream cut in two
+        assert not torch.allclose(base["audio"][b, :n], base["video"][b, :n])
+
+
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_synth, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
