@@ -41,7 +41,7 @@ def tiny_cfg(*overrides):
     return build_config("tiny", ["model.depth=3", "model.fusion_layers=1", "model.embed_dim=32",
                                  "model.num_heads=2", "model.decoder_embed_dim=16",
                                  "model.decoder_num_heads=2", "model.decoder_depth=1",
-                                 "model.decoder_mlp_dim=32", "model.mask_ratio_video=0.8",
+                                 "model.decoder_mlp_dim=32", "model.mask_ratio_video=0.9",
                                  "model.mask_ratio_audio=0.5", "data.mel_bins=32", *overrides])
 
 
@@ -63,7 +63,8 @@ def build(*overrides) -> AVMAE:
 
 def position_table(model: AVMAE, grid, dim: int) -> torch.Tensor:
     """The fixed position table (N, dim) the model's config asks for, from the public function."""
-    table = sincos_pos_embed(tuple(grid), dim, model.cfg.pos_embed == "sincos_factorised")[0]
+    table = sincos_pos_embed(tuple(grid), dim, model.cfg.pos_embed == "sincos_factorised",
+                             layout=model.cfg.sincos_layout)[0]
     assert table.abs().sum(dim=1).min() > 0  # every position's code is non-zero
     return table
 
