@@ -124,7 +124,7 @@ MUTATIONS = [
     Mutation("mbt-bottleneck-before-the-tokens", "classifier.py",
              "torch.cat([xm, bottleneck], dim=1)", "torch.cat([bottleneck, xm], dim=1)"),
     Mutation("logits-summed-over-modalities", "classifier.py",
-             ".mean(dim=0)  # (B, C)", ".sum(dim=0)  # (B, C)"),
+             "return torch.stack(list(per.values())).mean(dim=0)", "return torch.stack(list(per.values())).sum(dim=0)"),
     Mutation("max-pooling", "classifier.py",
              "return {m: x.mean(dim=1) for m, x in features.items()}", "return {m: x.amax(dim=1) for m, x in features.items()}"),
     # --- the log-mel front end (data/logmel.py; Kaldi fbank) --------------------------------------
@@ -150,7 +150,8 @@ MUTATIONS = [
              "mean_rank = (first + last) / 2.0 + 1.0", "mean_rank = last + 1.0"),
     Mutation("d-prime-without-sqrt2", "metrics.py", "return math.sqrt(2.0) * NormalDist()", "return NormalDist()"),
     # --- mixup and label smoothing (augment.py; B.2) -----------------------------------------------
-    Mutation("mixup-targets-not-mixed", "augment.py", "else mix(targets)", "else targets"),
+    Mutation("mixup-targets-not-mixed", "augment.py",
+             "{m: mix_targets(targets, lams[m], perm) for m in inputs}", "{m: targets for m in inputs}"),
     Mutation("mixup-lambda-on-the-partner", "augment.py",
              "return lam * x + (1.0 - lam) * x[perm", "return (1.0 - lam) * x + lam * x[perm"),
     Mutation("label-smoothing-over-c-minus-one", "augment.py",
@@ -166,6 +167,22 @@ MUTATIONS = [
              'optimizer.load_state_dict(state["optimizer"])', '(lambda s: None)(state["optimizer"])'),
     Mutation("same-data-order-every-epoch", "data/dataset.py",
              "order = sample_rng(seed, epoch).permutation", "order = sample_rng(seed, 0).permutation"),
+    # --- the official release's details (issue 10; tests/test_scenic_import.py) --------------------
+    Mutation("kept-tokens-mae-rule", "masking.py",
+             "return max(1, num_tokens - int(mask_ratio * num_tokens))",
+             "return max(1, int(num_tokens * (1.0 - mask_ratio)))"),
+    Mutation("sincos-interleaved-as-halves", "pos_embed.py",
+             'if layout == "interleaved":', 'if layout == "never":'),
+    Mutation("tanh-gelu-as-exact", "transformer.py",
+             'GELUS = {"exact": "none", "tanh": "tanh"}', 'GELUS = {"exact": "none", "tanh": "none"}'),
+    Mutation("imported-fusion-layer-one-late", "interop/scenic.py",
+             "f.fusion_layer = official_fusion * arch.depth // OFFICIAL_DEPTH",
+             "f.fusion_layer = official_fusion * arch.depth // OFFICIAL_DEPTH + 1"),
+    Mutation("attention-out-heads-transposed", "interop/scenic.py",
+             "np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]).T)",
+             "np.ascontiguousarray(kernel.transpose(1, 0, 2).reshape(-1, kernel.shape[-1]).T)"),
+    Mutation("video-patch-kernel-h-w-swapped", "interop/scenic.py",
+             "kernel.transpose(4, 3, 0, 1, 2)", "kernel.transpose(4, 3, 0, 2, 1)"),
 ]
 
 
