@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as err:
         sys.stderr.write(f"avmae {args.command}: stopped: {err}\n")
         return 1
+    except BrokenPipeError:  # `avmae info ... | head`: the reader left; stop quietly, as Unix tools do
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as err:  # an I/O error no command turned into its own line (checkpoint.writing)
         from .checkpoint import errno_text
         where = f"'{err.filename}': " if err.filename else ""
