@@ -25,7 +25,8 @@ from avmae.model import AVMAE
 
 DATA = Path(__file__).parent / "data" / "scenic"
 PRETRAINING = ["audioset_pretrain.optimizer", "audioset_pretrain.params",
-               "vggsound_pretrain.optimizer", "vggsound_pretrain.params"]
+               "vggsound_pretrain.optimizer", "vggsound_pretrain.params",
+               "audioset_audio_pretrain.optimizer"]   # the audio-only release: audio stream + 2 layers
 CLASSIFIERS = ["audioset_mbt.params", "vggsound_mbt.params", "vggsound_audio.params",
                "vggsound_video.params"]
 KEY = {"audio": "spectrogram", "video": "rgb"}

@@ -102,7 +102,9 @@ def save_layouts(out_dir: str, name: str, params, layouts: tuple[str, ...]):
             f.write(flax.serialization.to_bytes(tree))
 
 
-def pretraining_model(vm, mu, cfg, name: str, out_dir: str, seed: int):
+def pretraining_model(vm, mu, cfg, name: str, out_dir: str, seed: int,
+                      modalities: tuple[str, ...] = ("rgb", "spectrogram"),
+                      layouts: tuple[str, ...] = ("optimizer", "params")):
     import jax
     import jax.numpy as jnp
 
@@ -114,6 +116,7 @@ def pretraining_model(vm, mu, cfg, name: str, out_dir: str, seed: int):
     rng = np.random.default_rng(seed)
     inputs = {"rgb": rng.uniform(-1, 1, VIDEO_SHAPE).astype(np.float32),
               "spectrogram": rng.normal(0, 1, SPEC_SHAPE).astype(np.float32)}
+    inputs = {m: inputs[m] for m in modalities}
     key = jax.random.PRNGKey(seed)
     variables = model.flax_model.init({"params": key, "dropout": key}, dict(inputs), train=True)
     params = randomise(variables["params"], rng)
@@ -146,7 +149,7 @@ def pretraining_model(vm, mu, cfg, name: str, out_dir: str, seed: int):
         record[f"recon_{key_name}"] = np.asarray(recon[key_name])
         record[f"features_{key_name}"] = np.asarray(features[key_name])
     np.savez_compressed(os.path.join(out_dir, f"{name}.npz"), **record)
-    save_layouts(out_dir, name, params, ("optimizer", "params"))
+    save_layouts(out_dir, name, params, layouts)
     return params
 
 
@@ -194,6 +197,12 @@ def main() -> None:
     # VGGSound pretraining: separate encoders, audio mask 0.5.
     pretraining_model(vm, mu, load_config(args.scenic, "vggsound", "pretrain"), "vggsound_pretrain",
                       args.out, seed=2)
+    # AudioSet audio-only pretraining (the released as2m_selfsup_audio): the same config with the
+    # spectrogram as the only target, so its encoder is the audio stream then 2 "shared" layers.
+    cfg = load_config(args.scenic, "audioset", "pretrain")
+    cfg.masked_feature_loss.target = {"spectrogram"}
+    pretraining_model(vm, mu, cfg, "audioset_audio_pretrain", args.out, seed=7,
+                      modalities=("spectrogram",), layouts=("optimizer",))
     # MBT classifiers (finetune configs): fusion 18/24 (AudioSet) and 16/24 (VGGSound), scaled to 4
     # layers; the official class counts (527 multi-label, 309 single-label), as the importer infers.
     classifier_model(mbt, load_config(args.scenic, "audioset", "finetune"), "audioset_mbt", args.out,
