@@ -81,7 +81,7 @@ MUTATIONS = [
     Mutation("joint-layers-split-in-reverse", "encoders.py",
              "zip(order, parts)", "zip(order, parts[::-1])"),
     Mutation("mid-fusion-joint-layers-skipped", "encoders.py",
-             "return _split(self.joint(x), order)", "return _split(x, order)"),
+             "return split_tokens(self.joint(x), order)", "return split_tokens(x, order)"),
     Mutation("separate-encoder-one-stream", "encoders.py",
              "return {m: self.streams[m](x) for m, x in tokens.items()}",
              "return {m: self.streams[list(self.streams)[0]](x) for m, x in tokens.items()}"),
@@ -99,7 +99,7 @@ MUTATIONS = [
              "seq = torch.cat([mask_token.to(encoded_other.dtype).expand(B, n_target - u, D), encoded_other]"
              " if True else [encoded_other, mask_token"),
     Mutation("joint-decoder-split-in-reverse", "decoders.py",
-             "out = _split(self.transformer(z), order)", "out = _split(self.transformer(z), order[::-1])"),
+             "out = split_tokens(self.transformer(z), order)", "out = split_tokens(self.transformer(z), order[::-1])"),
     Mutation("heads-read-the-decoder-input", "decoders.py",
              "return {m: self.pred[m](z) for m, z in out.items()}", "return {m: self.pred[m](z) for m, z in seqs.items()}"),
     # --- objectives (objectives.py, model.py; Eq. 1) -----------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import nn
 
 from .config import ModelConfig
-from .encoders import Tokens, _concat, _split
+from .encoders import Tokens, concat_tokens, split_tokens
 from .transformer import Transformer
 
 
@@ -40,6 +40,6 @@ class Decoder(nn.Module):
         elif self.strategy == "shared":
             out = {m: self.transformer(z) for m, z in seqs.items()}
         else:  # joint
-            z, order = _concat(seqs)
-            out = _split(self.transformer(z), order)
+            z, order = concat_tokens(seqs)
+            out = split_tokens(self.transformer(z), order)
         return {m: self.pred[m](z) for m, z in out.items()}

@@ -16,13 +16,13 @@ from .transformer import Transformer, drop_path_schedule
 Tokens = dict[str, torch.Tensor]
 
 
-def _concat(tokens: Tokens) -> tuple[torch.Tensor, list[tuple[str, int]]]:
+def concat_tokens(tokens: Tokens) -> tuple[torch.Tensor, list[tuple[str, int]]]:
     """Concatenate modalities along the token axis, remembering how to split them again."""
     order = [(m, x.shape[1]) for m, x in tokens.items()]
     return torch.cat(list(tokens.values()), dim=1), order
 
 
-def _split(x: torch.Tensor, order: list[tuple[str, int]]) -> Tokens:
+def split_tokens(x: torch.Tensor, order: list[tuple[str, int]]) -> Tokens:
     parts = torch.split(x, [n for _, n in order], dim=1)
     return {m: p for (m, _), p in zip(order, parts)}
 
@@ -40,8 +40,8 @@ class EarlyFusionEncoder(nn.Module):
         self.transformer = _transformer(cfg, cfg.depth, drop_path_schedule(cfg.drop_path, cfg.depth))
 
     def forward(self, tokens: Tokens) -> Tokens:
-        x, order = _concat(tokens)
-        return _split(self.transformer(x), order)
+        x, order = concat_tokens(tokens)
+        return split_tokens(self.transformer(x), order)
 
     def stream_modules(self, modality: str) -> list[nn.Module]:
         return [self.transformer]
@@ -88,8 +88,8 @@ class MidFusionEncoder(nn.Module):
         self.joint = _transformer(cfg, cfg.fusion_layers, rates[sep:])
 
     def forward(self, tokens: Tokens) -> Tokens:
-        x, order = _concat({m: self.streams[m](x) for m, x in tokens.items()})
-        return _split(self.joint(x), order)
+        x, order = concat_tokens({m: self.streams[m](x) for m, x in tokens.items()})
+        return split_tokens(self.joint(x), order)
 
     def stream_modules(self, modality: str) -> list[nn.Module]:
         return [self.streams[modality], self.joint]

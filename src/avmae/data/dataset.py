@@ -92,7 +92,7 @@ class RawSource:
     def __init__(self, manifest_path: str | os.PathLike, data: DataConfig, *, video: bool = True,
                  audio: bool = True):
         manifest = load_manifest(manifest_path)
-        _check_paths_exist(manifest)
+        check_paths_exist(manifest)
         self.clips = manifest.clips
         self.paths = StringColumn(c.path for c in manifest.clips)
         # segment [start, end] in seconds; NaN = not given
@@ -116,7 +116,7 @@ class RawSource:
         pass
 
 
-def _check_paths_exist(manifest, sample: int = 16) -> None:
+def check_paths_exist(manifest, sample: int = 16) -> None:
     """A wrong root makes every clip 'missing': refuse that instead of skipping a whole dataset."""
     head = manifest.clips[:sample]
     if not any(c.path.exists() for c in head):

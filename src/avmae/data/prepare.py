@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from ..config import ConfigError, DataConfig, build_config
-from .dataset import (PAYLOAD_FIELDS, SHARDS_FORMAT, SHARDS_VERSION, _check_paths_exist,
+from .dataset import (PAYLOAD_FIELDS, SHARDS_FORMAT, SHARDS_VERSION, check_paths_exist,
                       media_reason)
 from .decode import MediaError, read_clip
 from .transforms import audio_logmel
@@ -189,7 +189,7 @@ def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int
     if clips_per_shard < 1 or views < 1 or workers < 1:
         raise ConfigError("--clips-per-shard, --views and --workers must be >= 1")
     manifest = load_manifest(manifest_path)
-    _check_paths_exist(manifest)
+    check_paths_exist(manifest)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder")
