@@ -47,4 +47,6 @@ def sincos_pos_embed(grid: tuple[int, ...], dim: int, factorised: bool = False,
                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                      layout: str = "halves") -> torch.Tensor:
     """Position embeddings (1, prod(grid), dim) for a token grid flattened in row-major order."""
-    return _sincos_cached(tuple(grid), dim, factorised, layout).to(device=device, dtype=dtype)[None]
+    # non_blocking: a table copied to a GPU at every forward must not wait for the GPU's queue
+    return _sincos_cached(tuple(grid), dim, factorised, layout).to(device=device, dtype=dtype,
+                                                                   non_blocking=True)[None]

@@ -1,0 +1,255 @@
+"""The GPU-scale training path, checked on CPU: activation checkpointing gives the gradients of the
+plain backward, torch.compile has no graph breaks in the step and trains like eager, the loops read
+nothing from the device between log steps, the fused optimiser is chosen only for CUDA parameters,
+and a non-finite loss found late still names its step and keeps the last good checkpoint."""
+
+import sys
+import types
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from avmae.classifier import build_classifier
+from avmae.config import RunError, build_config
+from avmae.model import AVMAE
+from avmae.optimization import use_fused
+from avmae.transformer import Block, set_grad_checkpointing
+from conftest import TINY
+
+torch.set_num_threads(1)
+
+
+def tiny_cfg(*extra):
+    return build_config("tiny-4l-cpu", TINY + list(extra))
+
+
+def tiny_inputs(cfg, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    d = cfg.data
+    return {"audio": torch.randn(batch, 1, d.audio_frames, d.mel_bins, generator=g),
+            "video": torch.randn(batch, 3, d.num_frames, d.crop_size, d.crop_size, generator=g)}
+
+
+def count_block_forwards(model):
+    calls = {"n": 0}
+
+    def hook(module, args):  # a pre-hook: the recomputation stops early, after the last tensor it needs
+        calls["n"] += 1
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, Block)]
+    return calls, handles
+
+
+def grads_of(model, loss_fn, checkpointing):
+    set_grad_checkpointing(model, checkpointing)
+    model.zero_grad(set_to_none=True)
+    calls, handles = count_block_forwards(model)
+    torch.manual_seed(123)  # stochastic depth draws from the global RNG
+    loss_fn(model).backward()
+    for h in handles:
+        h.remove()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return grads, calls["n"]
+
+
+def assert_checkpointing_equal(model, loss_fn):
+    plain, n_plain = grads_of(model, loss_fn, False)
+    ckpt, n_ckpt = grads_of(model, loss_fn, True)
+    assert n_plain > 0
+    # Each block runs once in the forward and once more in the backward: checkpointing is in use.
+    assert n_ckpt == 2 * n_plain
+    assert plain.keys() == ckpt.keys() and len(plain) == len(list(model.parameters()))
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], rtol=1e-6, atol=1e-7, msg=k)
+
+
+@pytest.mark.parametrize("encoder,decoder", [("mid", "shared"), ("early", "joint"),
+                                             ("separate", "separate"), ("shared", "shared")])
+def test_grad_checkpointing_pretraining_gradients_equal(encoder, decoder):
+    cfg = tiny_cfg(f"model.encoder={encoder}", f"model.decoder={decoder}", "model.drop_path=0.2")
+    torch.manual_seed(0)
+    model = AVMAE(cfg.model).train()
+    inputs = tiny_inputs(cfg)
+
+    def loss(m):
+        return m(**inputs, generator=torch.Generator().manual_seed(7))["loss"]
+    assert_checkpointing_equal(model, loss)
+
+
+@pytest.mark.parametrize("modality,architecture", [("av", "mbt"), ("audio", "mbt"),
+                                                   ("av", "pretraining_encoder")])
+def test_grad_checkpointing_finetuning_gradients_equal(modality, architecture):
+    """MBT's fusion layers (bottleneck tokens through each stream's block) included; stochastic
+    depth on, so the recomputation must drop the same samples as the forward."""
+    cfg = tiny_cfg(f"finetune.modality={modality}", f"finetune.architecture={architecture}",
+                   "finetune.drop_path=0.3", "finetune.fusion_layer=1")
+    torch.manual_seed(0)
+    model = build_classifier(cfg, 5).train()
+    for head in model.heads():  # zero-initialised heads would give the trunk no gradient
+        torch.nn.init.normal_(head.weight, std=0.1)
+    if architecture == "mbt" and modality == "av":
+        assert model.fused
+    inputs = tiny_inputs(cfg, batch=3)
+
+    def loss(m):
+        return sum(x.square().mean() for x in m(**inputs, per_modality=True).values())
+    assert_checkpointing_equal(model, loss)
+
+
+def test_grad_checkpointing_is_set_from_the_config(tiny_synth, tmp_path, monkeypatch):
+    """train.grad_checkpointing reaches every Transformer of the trained model."""
+    from avmae import pretrain as pt
+    seen = []
+    real = pt.AVMAE.forward
+
+    def forward(self, *a, **k):
+        seen.append([t.grad_checkpointing for t in self.modules() if hasattr(t, "grad_checkpointing")])
+        return real(self, *a, **k)
+    monkeypatch.setattr(pt.AVMAE, "forward", forward)
+    cfg = tiny_cfg("train.steps=1", "train.batch_size=4", "train.grad_checkpointing=true",
+                   "train.figure_clips=0")
+    pt.pretrain(cfg, str(tiny_synth / "train.csv"), str(tmp_path / "run"))
+    assert seen and all(seen[0]) and len(seen[0]) >= 3  # two encoder stacks + joint, decoder
+
+
+def test_step_has_no_graph_breaks():
+    """torch.compile sees the whole pretraining forward and the classifier's as one graph each."""
+    import torch._dynamo
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = AVMAE(cfg.model).train()
+    inputs = tiny_inputs(cfg)
+    noise = {m: torch.rand(2, n) for m, n in
+             (("audio", model.patch_embed["audio"].grid(inputs["audio"])[0]
+               * model.patch_embed["audio"].grid(inputs["audio"])[1]),
+              ("video", int(torch.tensor(model.patch_embed["video"].grid(inputs["video"])).prod())))}
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(model)(**inputs, noise=noise)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    classifier = build_classifier(tiny_cfg("finetune.fusion_layer=1"), 5).train()
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(classifier)(**inputs, per_modality=True)
+    assert explained.graph_break_count == 0, explained.break_reasons
+
+
+@pytest.mark.slow
+def test_compiled_pretraining_trains_like_eager(tiny_synth, tmp_path):
+    """train.compile=true (inductor on CPU) runs the real loop and gives eager's weights."""
+    from avmae.pretrain import pretrain
+    from safetensors.torch import load_file
+    runs = {}
+    for compiled in (False, True):
+        cfg = tiny_cfg("train.steps=2", "train.batch_size=4", f"train.compile={compiled}",
+                       "train.figure_clips=0")
+        run = pretrain(cfg, str(tiny_synth / "train.csv"), str(tmp_path / str(compiled)))
+        runs[compiled] = load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
+    assert runs[True].keys() == runs[False].keys()
+    for k in runs[False]:
+        torch.testing.assert_close(runs[True][k], runs[False][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+# Reads that are not the loop's: CPU Adam reads its step count (CUDA's fused step does not), and
+# the loader's own work on host data.
+NOT_THE_LOOP = ("/torch/optim/", "/torch/utils/data/", "/avmae/data/")
+
+
+def avmae_site(frame):
+    """file:line of the innermost avmae frame, or None when the read is not the loop's."""
+    site = None
+    while frame is not None:
+        name = frame.f_code.co_filename.replace("\\", "/")
+        if any(part in name for part in NOT_THE_LOOP):
+            return None
+        if "/avmae/" in name and site is None:
+            site = f"{name.rsplit('/', 1)[-1]}:{frame.f_lineno}"
+        frame = frame.f_back
+    return site
+
+
+class ScalarReads(TorchDispatchMode):
+    """Counts tensor -> Python reads made from avmae's loop and model code: .item(), float(),
+    bool(), int() (aten._local_scalar_dense) and .tolist(), each a host-device synchronisation on
+    a GPU. (.numpy() fails on a GPU tensor, so it can only read host data.)"""
+
+    def __init__(self):
+        super().__init__()
+        self.where = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self._record(sys._getframe(1))
+        return func(*args, **(kwargs or {}))
+
+    def _record(self, frame):
+        site = avmae_site(frame)
+        if site is not None:
+            self.where.append(site)
+
+    def __enter__(self):
+        real, reads = torch.Tensor.tolist, self
+
+        def tolist(tensor):
+            reads._record(sys._getframe(1))
+            return real(tensor)
+        self._real_tolist = real
+        torch.Tensor.tolist = tolist
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        torch.Tensor.tolist = self._real_tolist
+        return super().__exit__(*exc)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "finetune"])
+def test_loops_read_the_device_only_at_log_steps(stage, tiny_synth, tmp_path):
+    """Runs of 2 and 6 steps, logged at the first and the last step only, read the same number of
+    values from the device: nothing is read per step."""
+    from avmae.finetune import finetune
+    from avmae.pretrain import pretrain
+    data = str(tiny_synth / "train.csv")
+    counts = {}
+    for steps in (2, 6):
+        common = [f"train.steps={steps}", "train.batch_size=2", "train.log_every=1000",
+                  "train.checkpoint_every=1000", "train.figure_clips=0"]
+        out = tmp_path / f"{stage}{steps}"
+        with ScalarReads() as reads:
+            if stage == "pretrain":
+                pretrain(tiny_cfg(*common), data, str(out))
+            else:
+                finetune("scratch", data, data, str(out), modality="av", preset="tiny-4l-cpu",
+                         overrides=TINY + common + ["train.warmup_steps=1"])
+        counts[steps] = reads.where
+    assert len(counts[6]) == len(counts[2]), sorted(set(counts[6]) - set(counts[2])) or counts[6]
+
+
+def test_fused_optimiser_only_for_cuda_parameters():
+    cuda = types.SimpleNamespace(is_cuda=True)
+    cpu = types.SimpleNamespace(is_cuda=False)
+    assert use_fused([{"params": [cuda, cuda]}, {"params": [cuda]}])
+    assert not use_fused([{"params": [cuda]}, {"params": [cpu]}])
+    assert not use_fused([{"params": []}])
+    from avmae.optimization import build_optimizer
+    opt = build_optimizer([{"params": [torch.nn.Parameter(torch.zeros(2))]}], tiny_cfg().train, 0.1)
+    assert not opt.defaults.get("fused")
+
+
+def test_non_finite_loss_found_at_a_later_log_step_names_its_step(tiny_synth, tmp_path, monkeypatch):
+    """The loss is checked on the device every step but read only at log steps and checkpoints:
+    a NaN at step 3 stops the run at the step-4 checkpoint, naming step 3, before saving it."""
+    from avmae import pretrain as pt
+    real = pt.AVMAE.forward
+    calls = {"n": 0}
+
+    def forward(self, *a, **k):
+        out = real(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+    monkeypatch.setattr(pt.AVMAE, "forward", forward)
+    cfg = tiny_cfg("train.steps=6", "train.batch_size=2", "train.checkpoint_every=2",
+                   "train.log_every=1000", "train.figure_clips=0")
+    with pytest.raises(RunError, match="step 3;.*last good checkpoint.*step_0000002"):
+        pt.pretrain(cfg, str(tiny_synth / "train.csv"), str(tmp_path / "run"))
+    assert calls["n"] == 4  # it went on to step 4 (no synchronisation), then stopped
+    assert not (tmp_path / "run" / "checkpoints" / "step_0000004").exists()
