@@ -43,7 +43,7 @@ from .augment import augment_spectrogram, mixup_modalities, one_hot, smooth_labe
 from .checkpoint import BEST_NAME, last_checkpoint, load_weights, save_best
 from .classifier import build_classifier, param_groups_lrd
 from .config import Config, ConfigError, build_config, parse_overrides, set_value
-from .data.dataset import build_dataset, build_loader
+from .data.dataset import build_dataset, build_loader, build_train_loader
 from .data.manifest import load_vocab, num_classes, save_vocab, select_columns
 from .evaluate import (KIND, PRIMARY_METRIC, checkpoint_metadata, dataset_config,
                        evaluate_model, head_sizes, label_task)
@@ -258,14 +258,16 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
     finite = FiniteWatch(d.device)
     speed = Throughput()
     counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
+    # One loader for the rest of the run (its workers live as long), from this step's batch on.
+    batches = iter(build_train_loader(train_set, data_cfg, batch_size=t.batch_size, rank=d.rank,
+                                      world_size=d.world_size, seed=t.seed,
+                                      per_epoch=budget.steps_per_epoch * t.accum_steps,
+                                      start=step * t.accum_steps,
+                                      total=budget.total_steps * t.accum_steps))
     model.train()
     try:
         while step < budget.total_steps:
             epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
-            loader = build_loader(train_set, data_cfg, train=True, batch_size=t.batch_size,
-                                  rank=d.rank, world_size=d.world_size, seed=t.seed, epoch=epoch,
-                                  skip_batches=step_in_epoch * t.accum_steps)
-            batches = iter(loader)
             for _ in range(step_in_epoch, budget.steps_per_epoch):
                 if step >= budget.total_steps:
                     break

@@ -43,10 +43,16 @@ def _sincos_cached(grid: tuple[int, ...], dim: int, factorised: bool, layout: st
     return torch.cat([sincos_1d(c.reshape(-1), d, layout) for c, d in zip(coords, per_axis)], dim=1)
 
 
+@torch.compiler.assume_constant_result  # torch.compile takes the table as a constant input
+@lru_cache(maxsize=64)
+def _sincos_on(grid: tuple[int, ...], dim: int, factorised: bool, layout: str,
+               device: torch.device) -> torch.Tensor:
+    """The table kept on `device`: no host-to-device copy (a synchronisation) at every forward."""
+    return _sincos_cached(grid, dim, factorised, layout).to(device)
+
+
 def sincos_pos_embed(grid: tuple[int, ...], dim: int, factorised: bool = False,
                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                      layout: str = "halves") -> torch.Tensor:
     """Position embeddings (1, prod(grid), dim) for a token grid flattened in row-major order."""
-    # non_blocking: a table copied to a GPU at every forward must not wait for the GPU's queue
-    return _sincos_cached(tuple(grid), dim, factorised, layout).to(device=device, dtype=dtype,
-                                                                   non_blocking=True)[None]
+    return _sincos_on(tuple(grid), dim, factorised, layout, torch.device(device)).to(dtype=dtype)[None]

@@ -18,7 +18,7 @@ import torch
 from . import distributed
 from .checkpoint import load_weights
 from .config import Config, ConfigError, build_config
-from .data.dataset import build_dataset, build_loader
+from .data.dataset import build_dataset, build_loader, build_train_loader
 from .info import add_config_arguments
 from .masking import sample_noise
 from .model import AVMAE
@@ -143,14 +143,16 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
     finite = FiniteWatch(d.device)
     speed = Throughput()
     counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
+    # One loader for the rest of the run (its workers live as long), from this step's batch on.
+    batches = iter(build_train_loader(dataset, cfg, batch_size=t.batch_size, rank=d.rank,
+                                      world_size=d.world_size, seed=t.seed,
+                                      per_epoch=budget.steps_per_epoch * t.accum_steps,
+                                      start=step * t.accum_steps,
+                                      total=budget.total_steps * t.accum_steps))
     model.train()
     try:
         while step < budget.total_steps:
             epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
-            loader = build_loader(dataset, cfg, train=True, batch_size=t.batch_size, rank=d.rank,
-                                  world_size=d.world_size, seed=t.seed, epoch=epoch,
-                                  skip_batches=step_in_epoch * t.accum_steps)
-            batches = iter(loader)
             for _ in range(step_in_epoch, budget.steps_per_epoch):
                 if step >= budget.total_steps:
                     break
