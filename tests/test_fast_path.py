@@ -253,3 +253,31 @@ def test_non_finite_loss_found_at_a_later_log_step_names_its_step(tiny_synth, tm
         pt.pretrain(cfg, str(tiny_synth / "train.csv"), str(tmp_path / "run"))
     assert calls["n"] == 4  # it went on to step 4 (no synchronisation), then stopped
     assert not (tmp_path / "run" / "checkpoints" / "step_0000004").exists()
+
+
+@pytest.mark.parametrize("modality,architecture,fusion_layer", [
+    ("av", "mbt", 1), ("av", "mbt", 3), ("video", "mbt", 1), ("av", "pretraining_encoder", 1)])
+def test_analytic_finetuning_flops_match_torch_flop_counter(modality, architecture, fusion_layer,
+                                                             monkeypatch):
+    """finetune_flops, what the GPU benchmark's finetuning MFU divides by, against torch's count
+    of one forward + backward (MBT with bottleneck tokens from fusion_layer on; 3 = no fusion)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from avmae.flops import finetune_flops
+
+    def math_attention(q, k, v):  # the counter does not see the CPU attention kernel
+        return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v
+    monkeypatch.setattr("avmae.transformer.F.scaled_dot_product_attention", math_attention)
+    cfg = build_config("tiny", ["model.depth=3", "model.fusion_layers=1", "data.num_frames=4",
+                                "data.crop_size=64", "data.short_side=64", "data.audio_seconds=1.28",
+                                f"finetune.modality={modality}", f"finetune.architecture={architecture}",
+                                f"finetune.fusion_layer={fusion_layer}", "finetune.bottlenecks=4"])
+    model = build_classifier(cfg, 7)
+    a = torch.randn(1, 1, cfg.data.audio_frames, 128)
+    v = torch.randn(1, 3, 4, 64, 64)
+    with FlopCounterMode(display=False) as counter:
+        logits = model(a, v, per_modality=True)
+        sum(x.sum() for x in logits.values()).backward()
+    measured = counter.get_total_flops() / 1e9
+    analytic = finetune_flops(cfg, 7)["train_gflops_per_clip"]
+    assert abs(measured - analytic) / analytic < 1e-6, (measured, analytic)
