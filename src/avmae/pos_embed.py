@@ -43,12 +43,18 @@ def _sincos_cached(grid: tuple[int, ...], dim: int, factorised: bool, layout: st
     return torch.cat([sincos_1d(c.reshape(-1), d, layout) for c, d in zip(coords, per_axis)], dim=1)
 
 
-@torch.compiler.assume_constant_result  # torch.compile takes the table as a constant input
-@lru_cache(maxsize=64)
+_ON_DEVICE: dict[tuple, torch.Tensor] = {}
+
+
+@torch.compiler.assume_constant_result  # torch.compile takes the table as a constant
 def _sincos_on(grid: tuple[int, ...], dim: int, factorised: bool, layout: str,
                device: torch.device) -> torch.Tensor:
-    """The table kept on `device`: no host-to-device copy (a synchronisation) at every forward."""
-    return _sincos_cached(grid, dim, factorised, layout).to(device)
+    """The table kept on `device`: no host-to-device copy (a synchronisation) at every forward.
+    (A plain dict, not lru_cache, which torch.compile would trace through.)"""
+    key = (grid, dim, factorised, layout, device)
+    if key not in _ON_DEVICE:
+        _ON_DEVICE[key] = _sincos_cached(grid, dim, factorised, layout).to(device)
+    return _ON_DEVICE[key]
 
 
 def sincos_pos_embed(grid: tuple[int, ...], dim: int, factorised: bool = False,
