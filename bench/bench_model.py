@@ -73,19 +73,22 @@ def config_for(args):
                            overrides=overrides)
 
 
-class Step:
-    """The model, its optimiser and inputs of one batch size, and the step to time."""
+class Bench:
+    """The model and its optimiser (built once, on the device), and one training step on a batch
+    of random inputs of any size."""
 
-    def __init__(self, args, cfg, dtype: str, batch: int):
+    def __init__(self, args, cfg, dtype: str):
         dev = args.device
-        d = cfg.data
-        self.batch = batch
+        self.cfg, self.device, self.classes, self.stage = cfg, dev, args.classes, args.stage
         torch.manual_seed(0)
+        with torch.device(dev):  # initialise on the device: seconds, not minutes, for ViT-L
+            if args.stage == "pretrain":
+                self.model = AVMAE(cfg.model)
+            else:
+                self.model = build_classifier(cfg, args.classes)
         if args.stage == "pretrain":
-            self.model = AVMAE(cfg.model).to(dev)
             groups = param_groups_weight_decay(self.model, cfg.train.weight_decay)
         else:
-            self.model = build_classifier(cfg, args.classes).to(dev)
             groups = param_groups_lrd(self.model, 0.1, 0.0, cfg.finetune.layer_decay)
         set_grad_checkpointing(self.model, args.grad_checkpointing)
         if args.no_fused:
@@ -95,27 +98,31 @@ class Step:
         else:
             self.optimizer = build_optimizer(groups, cfg.train, 1e-4)
         self.forward = torch.compile(self.model) if args.compile else self.model
-        self.audio = torch.randn(batch, 1, d.audio_frames, d.mel_bins, device=dev)
-        self.video = torch.randn(batch, 3, d.num_frames, d.crop_size, d.crop_size, device=dev)
-        self.targets = torch.nn.functional.one_hot(torch.arange(batch, device=dev) % args.classes,
-                                                   args.classes).float()
         dev_type = "cuda" if dev.startswith("cuda") else "cpu"
-        self.autocast = (torch.autocast(dev_type, dtype=torch.bfloat16) if dtype == "bf16"
-                         else contextlib.nullcontext())
+        self.autocast = ((lambda: torch.autocast(dev_type, dtype=torch.bfloat16)) if dtype == "bf16"
+                         else contextlib.nullcontext)
         self.attention = contextlib.nullcontext
         if args.attention == "math":
             from torch.nn.attention import SDPBackend, sdpa_kernel
             self.attention = lambda: sdpa_kernel(SDPBackend.MATH)
-        self.stage = args.stage
 
-    def __call__(self) -> None:
+    def inputs(self, batch: int) -> dict:
+        d, dev = self.cfg.data, self.device
+        return {"audio": torch.randn(batch, 1, d.audio_frames, d.mel_bins, device=dev),
+                "video": torch.randn(batch, 3, d.num_frames, d.crop_size, d.crop_size, device=dev),
+                "targets": torch.nn.functional.one_hot(torch.arange(batch, device=dev) % self.classes,
+                                                       self.classes).float()}
+
+    def step(self, x: dict) -> None:
+        # The attention backend also holds for the backward: activation checkpointing recomputes
+        # the forward there (it restores autocast itself, not the SDPA backend choice).
         with self.attention():
-            with self.autocast:
+            with self.autocast():
                 if self.stage == "pretrain":
-                    loss = self.forward(self.audio, self.video)["loss"]
+                    loss = self.forward(x["audio"], x["video"])["loss"]
                 else:
-                    logits = self.forward(self.audio, self.video, per_modality=True)
-                    loss, _ = per_modality_loss(logits, {m: self.targets for m in logits}, "single")
+                    logits = self.forward(x["audio"], x["video"], per_modality=True)
+                    loss, _ = per_modality_loss(logits, {m: x["targets"] for m in logits}, "single")
             loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -132,39 +139,38 @@ def free(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def time_batch(args, cfg, dtype: str, batch: int, repeats: int, warmup: int):
+def time_batch(bench: Bench, batch: int, repeats: int, warmup: int):
     """(seconds per step, peak GiB) at `batch`, or None when it does not fit."""
-    free(args.device)
+    free(bench.device)
     try:
-        step = Step(args, cfg, dtype, batch)
-        t = best_time(step, args.device, repeats=repeats, warmup=warmup)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if args.device.startswith("cuda") else None
+        x = bench.inputs(batch)
+        t = best_time(lambda: bench.step(x), bench.device, repeats=repeats, warmup=warmup)
+        cuda = bench.device.startswith("cuda")
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
     except RuntimeError as err:  # torch.cuda.OutOfMemoryError is one
         if not out_of_memory(err):
             raise
+        bench.optimizer.zero_grad(set_to_none=True)
         return None
     finally:
-        step = None  # noqa: F841  (drop the model, its graph and inputs before the next size)
-        free(args.device)
+        x = None  # noqa: F841  (drop the inputs and any graph before the next size)
+        free(bench.device)
     return t, peak
 
 
-def largest_batch(args, cfg, dtype: str, start: int) -> tuple[int, float, float | None] | None:
-    """Double from `start` until out of memory (or --max-batch-limit), then try the midpoint
-    between the last fit and the first failure: (batch, step seconds, peak GiB)."""
+def largest_batch(bench: Bench, start: int, limit: int) -> int | None:
+    """Double from `start` until out of memory (or `limit`), then try the midpoint between the
+    last fit and the first failure: the largest batch found to fit."""
     fit, failed, b = None, None, start
-    while b <= args.max_batch_limit:
-        got = time_batch(args, cfg, dtype, b, repeats=1, warmup=1)
-        if got is None:
+    while b <= limit:
+        if time_batch(bench, b, repeats=1, warmup=1) is None:
             failed = b
             break
-        fit = (b, *got)
-        b *= 2
-    if fit is not None and failed is not None and failed - fit[0] > 1:
-        mid = (fit[0] + failed) // 2
-        got = time_batch(args, cfg, dtype, mid, repeats=1, warmup=1)
-        if got is not None:
-            fit = (mid, *got)
+        fit, b = b, b * 2
+    if fit is not None and failed is not None and failed - fit > 1:
+        mid = (fit + failed) // 2
+        if time_batch(bench, mid, repeats=1, warmup=1) is not None:
+            fit = mid
     return fit
 
 
@@ -186,6 +192,8 @@ def main() -> None:
     parser.add_argument("--attention", choices=["auto", "math"], default="auto")
     parser.add_argument("--max-batch", action="store_true", help="also find the largest batch")
     parser.add_argument("--max-batch-limit", type=int, default=4096)
+    parser.add_argument("--memory-gib", type=float, default=0,
+                        help="cap this process's GPU memory (e.g. 80 for an 80 GB GPU)")
     parser.add_argument("--schedules", default="", help="vggsound,audioset: GPU-hours at the "
                         "largest batch (or --batch) for the paper's schedules")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
@@ -195,6 +203,9 @@ def main() -> None:
         args.max_batch_limit = min(args.max_batch_limit, 8)
 
     cuda = args.device.startswith("cuda")
+    if cuda and args.memory_gib:  # e.g. 80: what fits on an 80 GB GPU, measured on a larger one
+        total = torch.cuda.get_device_properties(args.device).total_memory / 2**30
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib / total), args.device)
     if cuda and not args.no_tf32:
         from avmae.training import use_fast_math
         use_fast_math(torch.device(args.device))
@@ -205,7 +216,7 @@ def main() -> None:
     common = {"stage": args.stage, "preset": args.preset, "device": args.device,
               "compile": args.compile, "grad_checkpointing": args.grad_checkpointing,
               "fused": cuda and not args.no_fused, "tf32": cuda and not args.no_tf32,
-              "attention": args.attention, "smoke": args.smoke,
+              "attention": args.attention, "smoke": args.smoke, "memory_gib": args.memory_gib or None,
               "gflop_per_clip": round(gflop_per_clip, 2)}
     if args.stage == "finetune":
         common.update(modality=args.modality, num_frames=cfg.data.num_frames)
@@ -221,15 +232,13 @@ def main() -> None:
         report({"bench": "matmul_peak", "dtype": name, "device": args.device,
                 "tf32": common["tf32"], "matmul_peak_gflops": round(peak, 1),
                 "datasheet_bf16_tflops": sheet})
-        got = time_batch(args, cfg, name, args.batch, args.repeats, 2 if args.compile else 1)
-        rows = [("step", args.batch, got)]
+        bench = Bench(args, cfg, name)
+        rows = [("step", args.batch, time_batch(bench, args.batch, args.repeats, 2 if args.compile else 1))]
         if args.max_batch:
-            fit = largest_batch(args, cfg, name, args.batch)
-            if fit is not None:
-                b, _, _ = fit
-                rows.append(("largest_batch", b, time_batch(args, cfg, name, b, args.repeats, 1)))
-            else:
-                rows.append(("largest_batch", None, None))
+            b = largest_batch(bench, args.batch, args.max_batch_limit)
+            rows.append(("largest_batch", b, None if b is None else
+                         time_batch(bench, b, args.repeats, 1)))
+        bench = None
         for what, batch, result in rows:
             if result is None:
                 report({"bench": f"{args.stage}_{what}", **common, "dtype": name, "batch": batch,

@@ -40,21 +40,23 @@ def count_block_forwards(model):
     return calls, handles
 
 
-def grads_of(model, loss_fn, checkpointing):
+def grads_of(model, loss_fn, checkpointing, amp=False):
     set_grad_checkpointing(model, checkpointing)
     model.zero_grad(set_to_none=True)
     calls, handles = count_block_forwards(model)
     torch.manual_seed(123)  # stochastic depth draws from the global RNG
-    loss_fn(model).backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        loss = loss_fn(model)
+    loss.backward()  # outside autocast, as in the loops: the recomputation restores it
     for h in handles:
         h.remove()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return grads, calls["n"]
 
 
-def assert_checkpointing_equal(model, loss_fn):
-    plain, n_plain = grads_of(model, loss_fn, False)
-    ckpt, n_ckpt = grads_of(model, loss_fn, True)
+def assert_checkpointing_equal(model, loss_fn, amp=False):
+    plain, n_plain = grads_of(model, loss_fn, False, amp)
+    ckpt, n_ckpt = grads_of(model, loss_fn, True, amp)
     assert n_plain > 0
     # Each block runs once in the forward and once more in the backward: checkpointing is in use.
     assert n_ckpt == 2 * n_plain
@@ -76,9 +78,10 @@ def test_grad_checkpointing_pretraining_gradients_equal(encoder, decoder):
     assert_checkpointing_equal(model, loss)
 
 
-@pytest.mark.parametrize("modality,architecture", [("av", "mbt"), ("audio", "mbt"),
-                                                   ("av", "pretraining_encoder")])
-def test_grad_checkpointing_finetuning_gradients_equal(modality, architecture):
+@pytest.mark.parametrize("modality,architecture,amp", [("av", "mbt", False), ("audio", "mbt", False),
+                                                       ("av", "pretraining_encoder", False),
+                                                       ("av", "mbt", True)])
+def test_grad_checkpointing_finetuning_gradients_equal(modality, architecture, amp):
     """MBT's fusion layers (bottleneck tokens through each stream's block) included; stochastic
     depth on, so the recomputation must drop the same samples as the forward."""
     cfg = tiny_cfg(f"finetune.modality={modality}", f"finetune.architecture={architecture}",
@@ -92,8 +95,8 @@ def test_grad_checkpointing_finetuning_gradients_equal(modality, architecture):
     inputs = tiny_inputs(cfg, batch=3)
 
     def loss(m):
-        return sum(x.square().mean() for x in m(**inputs, per_modality=True).values())
-    assert_checkpointing_equal(model, loss)
+        return sum(x.float().square().mean() for x in m(**inputs, per_modality=True).values())
+    assert_checkpointing_equal(model, loss, amp)  # bf16 autocast: the same bf16 ops twice
 
 
 def test_grad_checkpointing_is_set_from_the_config(tiny_synth, tmp_path, monkeypatch):
