@@ -4,7 +4,7 @@ Reports clips/s and achieved GFLOP/s (analytic model FLOPs from `avmae.flops`) a
 machine's matrix-multiply peak measured in the same process (on a GPU: MFU, also against the
 datasheet's dense bf16 peak); optionally the largest batch that fits (`--max-batch`: doubling, then
 one step between the last fit and the first out-of-memory) and the GPU-hours of the paper's
-schedules at that batch (`--schedules`).
+schedules at `--batch` clips per GPU (`--schedules`; 64 = the paper's 512 on 8 GPUs).
 
     python bench/bench_model.py                      # CPU: base pretraining, paper input, batch 2
     python bench/bench_model.py --device cuda --preset base --batch 64 --dtypes bf16 --max-batch \
@@ -194,8 +194,8 @@ def main() -> None:
     parser.add_argument("--max-batch-limit", type=int, default=4096)
     parser.add_argument("--memory-gib", type=float, default=0,
                         help="cap this process's GPU memory (e.g. 80 for an 80 GB GPU)")
-    parser.add_argument("--schedules", default="", help="vggsound,audioset: GPU-hours at the "
-                        "largest batch (or --batch) for the paper's schedules")
+    parser.add_argument("--schedules", default="", help="vggsound,audioset: GPU-hours of the "
+                        "paper's schedules at --batch per GPU")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
     parser.add_argument("--out", help="append every JSON line to this file too")
     args = parser.parse_args()
@@ -254,7 +254,7 @@ def main() -> None:
             if sheet:
                 record["mfu_datasheet"] = round(achieved / (sheet * 1e3), 3)
             report(record)
-            if what == ("largest_batch" if args.max_batch else "step"):
+            if what == "step":  # the paper's global batch of 512 (Table 14) as 8 GPUs x 64
                 for key in filter(None, args.schedules.split(",")):
                     s = SCHEDULES[key]
                     hours = s["epochs"] * s["clips"] / (batch / t) / 3600

@@ -46,14 +46,15 @@ def _sincos_cached(grid: tuple[int, ...], dim: int, factorised: bool, layout: st
 _ON_DEVICE: dict[tuple, torch.Tensor] = {}
 
 
-@torch.compiler.assume_constant_result  # torch.compile takes the table as a constant
 def _sincos_on(grid: tuple[int, ...], dim: int, factorised: bool, layout: str,
                device: torch.device) -> torch.Tensor:
     """The table kept on `device`: no host-to-device copy (a synchronisation) at every forward.
-    (A plain dict, not lru_cache, which torch.compile would trace through.)"""
+    A plain dict, whose filled entries torch.compile reads as constants (it would trace through
+    an lru_cache and recompute the table inside the graph)."""
     key = (grid, dim, factorised, layout, device)
     if key not in _ON_DEVICE:
-        _ON_DEVICE[key] = _sincos_cached(grid, dim, factorised, layout).to(device)
+        # __wrapped__: this dict is the cache; torch.compile warns about tracing an lru_cache
+        _ON_DEVICE[key] = _sincos_cached.__wrapped__(grid, dim, factorised, layout).to(device)
     return _ON_DEVICE[key]
 
 
