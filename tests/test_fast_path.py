@@ -284,3 +284,25 @@ def test_analytic_finetuning_flops_match_torch_flop_counter(modality, architectu
     measured = counter.get_total_flops() / 1e9
     analytic = finetune_flops(cfg, 7)["train_gflops_per_clip"]
     assert abs(measured - analytic) / analytic < 1e-6, (measured, analytic)
+
+
+@pytest.mark.slow
+def test_gpu_suite_runs_end_to_end_at_tiny_sizes(tmp_path):
+    """bench/gpu_suite.sh --smoke: every step of the GPU benchmark runs (on a CPU, tiny sizes)
+    and writes its JSON lines, so a session with a GPU spends its minutes measuring."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(root / "bench" / "gpu_suite.sh"), str(tmp_path), "--smoke"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    steps = {r["step"]: r["status"] for r in rows if r["bench"] == "suite_step"}
+    assert len(steps) == 13 and all(v in ("ok", "done") for v in steps.values()), steps
+    kinds = {r["bench"] for r in rows}
+    assert {"matmul_peak", "pretrain_step", "pretrain_largest_batch", "finetune_step",
+            "finetune_largest_batch", "gpu_hours", "pretrain_end_to_end", "pretrain_loop"} <= kinds
+    assert all(r["fits"] for r in rows if "fits" in r)
