@@ -158,19 +158,22 @@ def time_batch(bench: Bench, batch: int, repeats: int, warmup: int):
     return t, peak
 
 
-def largest_batch(bench: Bench, start: int, limit: int) -> int | None:
+def largest_batch(bench: Bench, start: int, limit: int):
     """Double from `start` until out of memory (or `limit`), then try the midpoint between the
-    last fit and the first failure: the largest batch found to fit."""
-    fit, failed, b = None, None, start
+    last fit and the first failure: (the largest batch found to fit, its (seconds, peak GiB) from
+    one timed step after one warm-up), or (None, None)."""
+    fit, failed, b = (None, None), None, start
     while b <= limit:
-        if time_batch(bench, b, repeats=1, warmup=1) is None:
+        got = time_batch(bench, b, repeats=1, warmup=1)
+        if got is None:
             failed = b
             break
-        fit, b = b, b * 2
-    if fit is not None and failed is not None and failed - fit > 1:
-        mid = (fit + failed) // 2
-        if time_batch(bench, mid, repeats=1, warmup=1) is not None:
-            fit = mid
+        fit, b = (b, got), b * 2
+    if fit[0] is not None and failed is not None and failed - fit[0] > 1:
+        mid = (fit[0] + failed) // 2
+        got = time_batch(bench, mid, repeats=1, warmup=1)
+        if got is not None:
+            fit = (mid, got)
     return fit
 
 
@@ -234,10 +237,8 @@ def main() -> None:
                 "datasheet_bf16_tflops": sheet})
         bench = Bench(args, cfg, name)
         rows = [("step", args.batch, time_batch(bench, args.batch, args.repeats, 2 if args.compile else 1))]
-        if args.max_batch:
-            b = largest_batch(bench, args.batch, args.max_batch_limit)
-            rows.append(("largest_batch", b, None if b is None else
-                         time_batch(bench, b, args.repeats, 1)))
+        if args.max_batch:  # timed once at the largest batch: the search leaves no time for more
+            rows.append(("largest_batch", *largest_batch(bench, args.batch, args.max_batch_limit)))
         bench = None
         for what, batch, result in rows:
             if result is None:
