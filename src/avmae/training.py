@@ -201,8 +201,9 @@ def log_step(log: RunLog, d: Dist, train: TrainConfig, budget: Budget, step: int
     """At a log step: the step's losses (0-d tensors, read here in one transfer) averaged over
     ranks, lr and clips/s to the metrics log and the progress bar."""
     if is_log_step(train, budget, step):
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float32) if not torch.is_tensor(v)
-                              else v.detach().float() for v in losses.values()]).tolist()
+        tensors = [v.detach().float() for v in losses.values() if torch.is_tensor(v)]
+        read = iter(torch.stack(tensors).tolist() if tensors else [])
+        values = [next(read) if torch.is_tensor(v) else float(v) for v in losses.values()]
         reduced = all_reduce_sum(values, d)
         record = {"step": step, "epoch": epoch, "lr": lr,
                   **{k: v / d.world_size for k, v in zip(losses, reduced)},
