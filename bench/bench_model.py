@@ -163,12 +163,14 @@ def largest_batch(bench: Bench, start: int, limit: int):
     last fit and the first failure: (the largest batch found to fit, its (seconds, peak GiB) from
     one timed step after one warm-up), or (None, None)."""
     fit, failed, b = (None, None), None, start
-    while b <= limit:
+    while True:  # `start` itself is always tried
         got = time_batch(bench, b, repeats=1, warmup=1)
         if got is None:
             failed = b
             break
         fit, b = (b, got), b * 2
+        if b > limit:
+            break
     if fit[0] is not None and failed is not None and failed - fit[0] > 1:
         mid = (fit[0] + failed) // 2
         got = time_batch(bench, mid, repeats=1, warmup=1)
@@ -203,7 +205,7 @@ def main() -> None:
     parser.add_argument("--out", help="append every JSON line to this file too")
     args = parser.parse_args()
     if args.smoke:  # no out-of-memory on a CPU, only swapping: keep the search small
-        args.max_batch_limit = min(args.max_batch_limit, 8)
+        args.batch, args.max_batch_limit = min(args.batch, 2), min(args.max_batch_limit, 8)
 
     cuda = args.device.startswith("cuda")
     if cuda and args.memory_gib:  # e.g. 80: what fits on an 80 GB GPU, measured on a larger one
