@@ -212,3 +212,23 @@ def test_views_multiply_the_dataset(media):
     assert s["index"].item() == 2 and s["view"].item() == 1
     assert not torch.equal(ds[6]["video"], ds[8]["video"])  # first and last window differ
     assert torch.equal(ds[6]["video"], ds[6]["video"])      # evaluation is not random
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_run_loader_gives_each_epochs_batches_across_epochs(media, workers):
+    """The training loops' one loader for the whole run: epoch after epoch the batches (and their
+    augmentation) of the per-epoch loader, cut to the batches the steps use, from any start."""
+    from avmae.data.dataset import build_train_loader
+    cfg = tiny_cfg(f"data.num_workers={workers}", "data.prefetch_factor=2")
+    ds = build_dataset(media / "good.csv", cfg, train=True)
+    per_epoch, total = 3, 8  # 4 batches of 2 per epoch, of which the steps use 3
+    expected = []
+    for epoch in range(3):
+        expected += batches(build_loader(ds, cfg, train=True, batch_size=2, seed=1, epoch=epoch,
+                                         num_workers=0))[:per_epoch]
+    for start in (0, 4):  # a fresh run, and one resumed in the middle of epoch 1
+        loader = build_train_loader(ds, cfg, batch_size=2, rank=0, world_size=1, seed=1,
+                                    per_epoch=per_epoch, start=start, total=total)
+        got = batches(loader)
+        assert len(got) == len(loader) == total - start
+        assert_same_batches(got, expected[start:total])

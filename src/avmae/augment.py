@@ -25,8 +25,9 @@ Targets = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(B,) integer labels -> (B, C) float one-hot targets."""
-    return torch.nn.functional.one_hot(labels.long(), num_classes).float()
+    """(B,) integer labels -> (B, C) float one-hot targets. A comparison, not F.one_hot, whose
+    bounds check reads the labels back to the host (a synchronisation on a GPU) at every step."""
+    return (labels.long()[:, None] == torch.arange(num_classes, device=labels.device)).float()
 
 
 def smooth_labels(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -53,14 +54,14 @@ def sample_lambda(alpha: float, generator: torch.Generator) -> float:
     """lambda ~ Beta(alpha, alpha), drawn through `generator` (alpha <= 0: 1, no mixing)."""
     if alpha <= 0:
         return 1.0
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).numpy()[0])  # a CPU generator
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
 def _mix(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
     if lam == 1.0:
         return x
-    return lam * x + (1.0 - lam) * x[perm.to(x.device)]
+    return lam * x + (1.0 - lam) * x[perm.to(x.device, non_blocking=True)]
 
 
 def mixup(inputs: dict[str, torch.Tensor | None], targets: Targets, alpha: float,
@@ -125,8 +126,8 @@ def spec_augment(spec: torch.Tensor, generator: torch.Generator, freq_masks: int
     """Mask random frequency bands and time spans of each spectrogram (B, 1, T, F) with `value`
     (0 = the dataset mean after normalisation). Defaults: AudioSet's settings (reference-facts)."""
     B, _, T, F = spec.shape
-    freq = _band_masks(B, F, freq_masks, freq_mask_width, generator).to(spec.device)   # (B, F)
-    time = _band_masks(B, T, time_masks, time_mask_width, generator).to(spec.device)   # (B, T)
+    freq = _band_masks(B, F, freq_masks, freq_mask_width, generator).to(spec.device, non_blocking=True)
+    time = _band_masks(B, T, time_masks, time_mask_width, generator).to(spec.device, non_blocking=True)
     masked = (time[:, None, :, None] | freq[:, None, None, :])                          # (B, 1, T, F)
     return spec.masked_fill(masked, value)
 
@@ -139,7 +140,7 @@ def time_shift(spec: torch.Tensor, generator: torch.Generator) -> tuple[torch.Te
     B, _, T, _ = spec.shape
     offsets = torch.randint(0, T, (B,), generator=generator)
     index = (torch.arange(T)[None, :] - offsets[:, None]) % T                          # (B, T)
-    index = index.to(spec.device)[:, None, :, None].expand_as(spec)
+    index = index.to(spec.device, non_blocking=True)[:, None, :, None].expand_as(spec)
     return torch.gather(spec, 2, index), offsets
 
 

@@ -185,7 +185,7 @@ class StreamClassifier(Classifier):
         """One MBT fusion layer: x {m: (B, N_m, D)}, bottleneck (B, n, D) -> the same shapes."""
         out, updated = {}, []
         for m, xm in x.items():
-            y = self.streams[m].blocks[i](torch.cat([xm, bottleneck], dim=1))  # (B, N_m + n, D)
+            y = self.streams[m].forward_block(i, torch.cat([xm, bottleneck], dim=1))  # (B, N_m + n, D)
             out[m] = y[:, : xm.shape[1]]
             updated.append(y[:, xm.shape[1]:])                                # (B, n, D)
         return out, torch.stack(updated).mean(dim=0)
@@ -201,7 +201,7 @@ class StreamClassifier(Classifier):
             if self.fused and i >= self.fusion_layer:
                 x, bottleneck = self.forward_fusion_layer(i, x, bottleneck)
             else:  # unimodal layer: no information crosses between the streams
-                x = {m: self.streams[m].blocks[i](xm) for m, xm in x.items()}
+                x = {m: self.streams[m].forward_block(i, xm) for m, xm in x.items()}
         norm = {m: self.norm if self.shared_norm else self.streams[m].norm for m in x}
         return {m: norm[m](xm) for m, xm in x.items()}
 

@@ -101,6 +101,7 @@ class DataConfig:
     normalize_audio: bool = True         # (x - mean) / (2 * std), as AST / AudioMAE
     missing_modality: str = "fill"       # fill (zeros, flagged) | skip
     num_workers: int = 2
+    prefetch_factor: int = 4             # batches each worker loads ahead (with num_workers > 0)
     shuffle: bool = True
 
     @property
@@ -128,7 +129,9 @@ class TrainConfig:
     momentum: float = 0.9                # SGD
     clip_grad: float = 0.0               # 0 = off; finetuning uses 1.0
     amp: str = "auto"                    # auto (bf16 where supported) | bf16 | off
-    compile: bool = False
+    compile: bool = False                # torch.compile the model (BENCHMARKS.md: why off by default)
+    grad_checkpointing: bool = False     # recompute each block in the backward: ViT-L MBT at the
+                                         # finetuning input fits a larger batch per GPU
     seed: int = 0
     checkpoint_every: int = 500          # steps
     keep_checkpoints: int = 2
@@ -392,6 +395,9 @@ def validate(cfg: Config) -> None:
     if cfg.train.lr_batch < 1:
         raise ConfigError(f"train.lr_batch={cfg.train.lr_batch} must be >= 1: it is the global batch "
                           "train.base_lr is given for")
+    if d.prefetch_factor < 1:
+        raise ConfigError(f"data.prefetch_factor={d.prefetch_factor} must be >= 1 (batches each "
+                          "loader worker prepares ahead)")
     for key, p in (("data.color_augment", d.color_augment), ("data.color_drop", d.color_drop)):
         if not 0.0 <= p <= 1.0:
             raise ConfigError(f"{key}={p} is a probability: give a value in [0, 1]")

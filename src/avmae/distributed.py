@@ -60,6 +60,15 @@ def all_reduce_sum(values: list[float], d: Dist) -> list[float]:
     return t.tolist()
 
 
+def all_reduce_min(value: int, d: Dist) -> int:
+    """The smallest of one integer over ranks (the first step with a non-finite loss)."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=d.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 def any_rank(flag: bool, d: Dist) -> bool:
     """True on every rank if `flag` is true on any (a stop request, a non-finite loss)."""
     return all_reduce_sum([float(flag)], d)[0] > 0

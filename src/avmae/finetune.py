@@ -37,14 +37,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .augment import augment_spectrogram, mixup_modalities, one_hot, smooth_labels
 from .checkpoint import BEST_NAME, load_weights, save_best, writing
 from .classifier import build_classifier, param_groups_lrd
 from .config import Config, ConfigError, build_config, parse_overrides, set_value
-from .data.dataset import build_dataset, build_loader
+from .data.dataset import build_dataset, build_loader, build_train_loader
 from .data.manifest import load_vocab, num_classes, save_vocab, select_columns
 from .evaluate import (KIND, PRIMARY_METRIC, checkpoint_metadata, dataset_config,
                        evaluate_model, head_sizes, label_task)
@@ -53,9 +52,10 @@ from .init_from_pretrained import init_classifier_from_avmae
 from .optimization import build_optimizer, lr_at, scaled_lr, set_lr
 from .pretrain import _count, _epoch_summary, model_inputs, placeholder_batch
 from .recipes import add_recipe_argument, recipe_overrides
-from .training import (RunLog, StopRequest, Throughput, add_run_dir_arguments, apply_gradients,
-                       autocast, check_finite, claim_run_dir, load_resume, log_step, lr_summary,
-                       resolve_budget, save_training_checkpoint, step_seed, write_config)
+from .training import (FiniteWatch, RunLog, StopRequest, Throughput, add_run_dir_arguments,
+                       apply_gradients, autocast, claim_run_dir, is_log_step, load_resume, log_step,
+                       lr_summary, resolve_budget, save_training_checkpoint, step_seed, use_fast_math,
+                       wrap_model, write_config)
 
 # Finetuning's recipe replaces the pretraining one the checkpoint carries (Table 16).
 FINETUNE_DEFAULTS = {
@@ -239,9 +239,8 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         step, best = int(state["step"]), state.get("best")
-    ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
-        if d.enabled else model
-    forward = torch.compile(ddp) if t.compile else ddp
+    ddp, forward = wrap_model(model, t, d)
+    use_fast_math(d.device)
     # Everything `avmae evaluate` needs to rebuild the classifier from a checkpoint alone.
     metadata = {"label_column": f.label_column, "task": task, "num_classes": json.dumps(classes),
                 "vocab": json.dumps(vocab), "init": stored["init"] if stored else init}
@@ -258,16 +257,19 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
               f"{len(val_set)}; {budget.total_steps} steps of global batch {budget.global_batch} "
               f"on {d.world_size} x {d.device.type}; {lr_summary(t, budget.global_batch, peak_lr)}")
     stop = StopRequest()
+    finite = FiniteWatch(d.device)
     speed = Throughput()
     counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
+    # One loader for the rest of the run (its workers live as long), from this step's batch on.
+    batches = iter(build_train_loader(train_set, data_cfg, batch_size=t.batch_size, rank=d.rank,
+                                      world_size=d.world_size, seed=t.seed,
+                                      per_epoch=budget.steps_per_epoch * t.accum_steps,
+                                      start=step * t.accum_steps,
+                                      total=budget.total_steps * t.accum_steps))
     model.train()
     try:
         while step < budget.total_steps:
             epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
-            loader = build_loader(train_set, data_cfg, train=True, batch_size=t.batch_size,
-                                  rank=d.rank, world_size=d.world_size, seed=t.seed, epoch=epoch,
-                                  skip_batches=step_in_epoch * t.accum_steps)
-            batches = iter(loader)
             for _ in range(step_in_epoch, budget.steps_per_epoch):
                 if step >= budget.total_steps:
                     break
@@ -289,7 +291,8 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                         empty = len(batch["index"]) == 0  # every clip unreadable
                         batch = placeholder_batch(batch) if empty else batch
                         inputs = model_inputs(batch, modalities, d.device)
-                        targets = soft_targets(batch["label"].to(d.device), task, classes)
+                        targets = soft_targets(batch["label"].to(d.device, non_blocking=True), task,
+                                               classes)
                         if "audio" in inputs:
                             inputs["audio"] = augment_spectrogram(inputs["audio"], f, generator)
                         inputs, targets, _, _ = mixup_modalities(inputs, targets, f.mixup_alpha,
@@ -299,15 +302,19 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                             logits = forward(**inputs, per_modality=True)
                         loss, parts = per_modality_loss(logits, targets, task)
                         loss = loss * (0.0 if empty else 1.0)
-                        check_finite(loss, step + 1, d, run_dir)
+                        finite.observe(loss, step + 1)
                         (loss / t.accum_steps).backward()
-                    for k, v in {"loss": loss, **parts}.items():
-                        losses[k] += float(v.detach()) / t.accum_steps
+                    for k, v in {"loss": loss, **parts}.items():  # tensors: read at log steps only
+                        losses[k] = losses[k] + v.detach() / t.accum_steps
                 apply_gradients(model, optimizer, t.clip_grad)
                 step += 1
+                log_now = is_log_step(t, budget, step)
+                save_now = step % t.checkpoint_every == 0 or step == budget.total_steps
+                stop_now = stop.agreed(d, log_now or save_now)
+                if log_now or save_now or stop_now:
+                    finite.check(d, run_dir)
                 log_step(log, d, t, budget, step, epoch, lr, losses, speed)
-                stop_now = distributed.any_rank(stop.requested, d)
-                if step % t.checkpoint_every == 0 or step == budget.total_steps or stop_now:
+                if save_now or stop_now:
                     # A stop request (preemption) saves at once; validation waits for the resume.
                     scores = None if stop_now else _validate(model, val_set, data_cfg, task, classes,
                                                              step, epoch, d, log)

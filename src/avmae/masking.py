@@ -47,7 +47,7 @@ def random_masking(x: torch.Tensor, mask_ratio: float, generator: torch.Generato
     keep = num_visible(N, mask_ratio)
     if noise is None:
         noise = torch.rand(B, N, generator=generator)
-    noise = noise.to(x.device)
+    noise = noise.to(x.device, non_blocking=True)
     ids_shuffle = torch.argsort(noise, dim=1)             # ascending: the smallest noise is kept
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ids_keep = ids_shuffle[:, :keep]

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -46,13 +47,25 @@ def param_groups_weight_decay(model: nn.Module, weight_decay: float) -> list[dic
             {"params": no_decay, "weight_decay": 0.0}]
 
 
+def use_fused(groups: list[dict]) -> bool:
+    """The fused (one kernel for all parameters) optimiser step: only when every parameter is on
+    a CUDA device; elsewhere torch's default (foreach) implementation."""
+    params = [p for g in groups for p in g["params"]]
+    return bool(params) and all(p.is_cuda for p in params)
+
+
 def build_optimizer(groups: list[dict], train: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    """AdamW (pretraining, Table 14) or SGD with momentum (finetuning, Table 16); build it after
+    the model is on its device, so that CUDA runs get the fused step."""
     for g in groups:
         g.setdefault("lr_scale", 1.0)
         g["lr"] = lr * g["lr_scale"]
+    fused = {"fused": True} if use_fused(groups) else {}
     if train.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=train.momentum)
-    return torch.optim.AdamW(groups, lr=lr, betas=(train.beta1, train.beta2))
+        if "fused" not in inspect.signature(torch.optim.SGD).parameters:  # torch < 2.4
+            fused = {}
+        return torch.optim.SGD(groups, lr=lr, momentum=train.momentum, **fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=(train.beta1, train.beta2), **fused)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

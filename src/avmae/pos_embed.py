@@ -43,8 +43,23 @@ def _sincos_cached(grid: tuple[int, ...], dim: int, factorised: bool, layout: st
     return torch.cat([sincos_1d(c.reshape(-1), d, layout) for c, d in zip(coords, per_axis)], dim=1)
 
 
+_ON_DEVICE: dict[tuple, torch.Tensor] = {}
+
+
+def _sincos_on(grid: tuple[int, ...], dim: int, factorised: bool, layout: str,
+               device: torch.device) -> torch.Tensor:
+    """The table kept on `device`: no host-to-device copy (a synchronisation) at every forward.
+    A plain dict, whose filled entries torch.compile reads as constants (it would trace through
+    an lru_cache and recompute the table inside the graph)."""
+    key = (grid, dim, factorised, layout, device)
+    if key not in _ON_DEVICE:
+        # __wrapped__: this dict is the cache; torch.compile warns about tracing an lru_cache
+        _ON_DEVICE[key] = _sincos_cached.__wrapped__(grid, dim, factorised, layout).to(device)
+    return _ON_DEVICE[key]
+
+
 def sincos_pos_embed(grid: tuple[int, ...], dim: int, factorised: bool = False,
                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                      layout: str = "halves") -> torch.Tensor:
     """Position embeddings (1, prod(grid), dim) for a token grid flattened in row-major order."""
-    return _sincos_cached(tuple(grid), dim, factorised, layout).to(device=device, dtype=dtype)[None]
+    return _sincos_on(tuple(grid), dim, factorised, layout, torch.device(device)).to(dtype=dtype)[None]

@@ -14,20 +14,20 @@ import contextlib
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .checkpoint import load_weights, writing
 from .config import Config, ConfigError, build_config
-from .data.dataset import build_dataset, build_loader
+from .data.dataset import build_dataset, build_loader, build_train_loader
 from .info import add_config_arguments
 from .masking import sample_noise
 from .model import AVMAE
 from .optimization import build_optimizer, lr_at, param_groups_weight_decay, scaled_lr, set_lr
 from .recipes import add_recipe_argument, recipe_overrides
-from .training import (RunLog, StopRequest, Throughput, add_run_dir_arguments, apply_gradients,
-                       autocast, check_finite, claim_run_dir, load_resume, log_step, lr_summary,
-                       resolve_budget, save_training_checkpoint, step_seed, write_config)
+from .training import (FiniteWatch, RunLog, StopRequest, Throughput, add_run_dir_arguments,
+                       apply_gradients, autocast, claim_run_dir, is_log_step, load_resume, log_step,
+                       lr_summary, resolve_budget, save_training_checkpoint, step_seed, use_fast_math,
+                       wrap_model, write_config)
 
 KIND = "avmae_pretrain"
 MODALITY_SEED = {"audio": 1, "video": 2}
@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def model_inputs(batch: dict, modalities: list[str], device: torch.device) -> dict:
+    """{m: batch[m]} on `device`. Non-blocking: from the loader's pinned memory the copy overlaps
+    compute, and from pageable memory it is staged without waiting for the GPU's queue."""
     return {m: batch[m].to(device, non_blocking=True) for m in modalities}
 
 
@@ -84,7 +86,7 @@ def masking_noise(model: AVMAE, inputs: dict, indices: torch.Tensor, seed: int, 
         n = 1
         for g in model.patch_embed[m].grid(x):
             n *= g
-        keys = [(seed, step, int(i), MODALITY_SEED[m]) for i in indices]
+        keys = [(seed, step, int(i), MODALITY_SEED[m]) for i in indices.numpy()]  # host data
         noise[m] = sample_noise(keys, n)
     return noise
 
@@ -131,9 +133,8 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
         model.load_state_dict(weights)
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
-    ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
-        if d.enabled else model
-    forward = torch.compile(ddp) if t.compile else ddp
+    ddp, forward = wrap_model(model, t, d)
+    use_fast_math(d.device)
 
     if d.is_main:
         write_config(run_dir, cfg)
@@ -144,23 +145,26 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
               f"of global batch {budget.global_batch} on {d.world_size} x {d.device.type}; "
               f"{lr_summary(t, budget.global_batch, peak_lr)}")
     stop = StopRequest()
+    finite = FiniteWatch(d.device)
     speed = Throughput()
     counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
+    # One loader for the rest of the run (its workers live as long), from this step's batch on.
+    batches = iter(build_train_loader(dataset, cfg, batch_size=t.batch_size, rank=d.rank,
+                                      world_size=d.world_size, seed=t.seed,
+                                      per_epoch=budget.steps_per_epoch * t.accum_steps,
+                                      start=step * t.accum_steps,
+                                      total=budget.total_steps * t.accum_steps))
     model.train()
     try:
         while step < budget.total_steps:
             epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
-            loader = build_loader(dataset, cfg, train=True, batch_size=t.batch_size, rank=d.rank,
-                                  world_size=d.world_size, seed=t.seed, epoch=epoch,
-                                  skip_batches=step_in_epoch * t.accum_steps)
-            batches = iter(loader)
             for _ in range(step_in_epoch, budget.steps_per_epoch):
                 if step >= budget.total_steps:
                     break
                 lr = lr_at(step, budget.total_steps, budget.warmup_steps, peak_lr, t.min_lr)
                 set_lr(optimizer, lr)
                 torch.manual_seed(step_seed(t.seed, step, d.rank))
-                losses = {"loss": 0.0, **{f"loss_{m}": 0.0 for m in modalities}}
+                losses = {"loss": 0.0, **{f"loss_{m}": 0.0 for m in modalities}}  # tensors after a step
                 for micro in range(t.accum_steps):
                     batch = next(batches)
                     _count(counts, batch, modalities)
@@ -171,21 +175,27 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
                     batch = placeholder_batch(batch) if empty else batch
                     with sync:
                         inputs = model_inputs(batch, modalities, d.device)
-                        noise = masking_noise(model, inputs, batch["index"], t.seed, step)
-                        present = {m: batch[f"has_{m}"].to(d.device) for m in modalities}
+                        noise = model_inputs(masking_noise(model, inputs, batch["index"], t.seed, step),
+                                             modalities, d.device)
+                        present = model_inputs({m: batch[f"has_{m}"] for m in modalities}, modalities,
+                                               d.device)
                         with autocast(t.amp, d.device):
                             result = forward(**inputs, noise=noise, present=present)
                         loss = result["loss"] * (0.0 if empty else 1.0)
-                        check_finite(loss, step + 1, d, run_dir)
+                        finite.observe(loss, step + 1)
                         (loss / t.accum_steps).backward()
                     for k in losses:
                         if k in result:
-                            losses[k] += float(result[k].detach()) / t.accum_steps
+                            losses[k] = losses[k] + result[k].detach() / t.accum_steps
                 apply_gradients(model, optimizer, t.clip_grad)
                 step += 1
+                log_now = is_log_step(t, budget, step)
+                save_now = step % t.checkpoint_every == 0 or step == budget.total_steps
+                stop_now = stop.agreed(d, log_now or save_now)
+                if log_now or save_now or stop_now:
+                    finite.check(d, run_dir)
                 log_step(log, d, t, budget, step, epoch, lr, losses, speed)
-                stop_now = distributed.any_rank(stop.requested, d)
-                if step % t.checkpoint_every == 0 or step == budget.total_steps or stop_now:
+                if save_now or stop_now:
                     _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch)
                 if stop_now:
                     log.print(f"stopped at step {step}; resume with --resume")
@@ -205,11 +215,12 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
 
 
 def _count(counts: dict, batch: dict, modalities: list[str]) -> None:
+    """Clip counts from the loader's (host) batch, before it goes to the device."""
     n = len(batch["index"])
     counts["clips"] += n
     counts["skipped"] += int(batch["num_skipped"])
     for m in modalities:
-        counts[f"filled_{m}"] += int((~batch[f"has_{m}"]).sum())
+        counts[f"filled_{m}"] += int((~batch[f"has_{m}"].numpy()).sum())
 
 
 def placeholder_batch(batch: dict) -> dict:

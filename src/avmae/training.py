@@ -1,4 +1,5 @@
-"""What the pretraining and finetuning loops share: budgets, seeds, autocast, stop signals, the
+"""What the pretraining and finetuning loops share: budgets, seeds, the CUDA fast path (autocast,
+TF32, activation checkpointing, DDP, torch.compile), stop signals, the non-finite loss watch, the
 metrics log and progress bar, training checkpoints, and the run folder's guard and lock.
 
 Runs never lose work silently:
@@ -12,6 +13,10 @@ Runs never lose work silently:
   `last` are intact and `--resume` continues from there once the cause is fixed. The run does
   not train on past a failed checkpoint hoping for the next one: every step after it would be
   work that no checkpoint holds, and a disk that just filled up rarely empties by itself.
+
+No host-device synchronisation per step: losses stay tensors on the device and are read (`.tolist`,
+one transfer) only at the log interval; a non-finite loss is recorded on the device and acted on
+at the next log step or checkpoint, before anything is saved (`FiniteWatch`).
 
 Exact resume: every random stream of a step is derived from (train.seed, step): the data order and
 augmentation from (seed, epoch, clip index), the masks from (seed, step, clip index), dropout and
@@ -38,8 +43,9 @@ from tqdm import tqdm
 
 from .checkpoint import (StorageError, last_checkpoint, load_checkpoint, newest_usable,
                          save_checkpoint, storage_message, writing)
-from .config import Config, ConfigError, TrainConfig
-from .distributed import Dist
+from .config import Config, ConfigError, RunError, TrainConfig
+from .distributed import Dist, all_reduce_min, all_reduce_sum
+from .transformer import set_grad_checkpointing
 
 
 @dataclass
@@ -81,6 +87,26 @@ def autocast(amp: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def use_fast_math(device: torch.device) -> None:
+    """TF32 for what stays fp32 on a CUDA device (matmuls outside autocast, e.g. the optimiser-side
+    and evaluation passes; convolutions: cuDNN's default already). Process-wide, set once per run."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def wrap_model(model: torch.nn.Module, train: TrainConfig, d: Dist):
+    """(ddp, forward): the model with activation checkpointing as `train.grad_checkpointing` asks,
+    in DDP under torchrun, and compiled with `train.compile`. `forward` is what a step calls;
+    `ddp` gives `no_sync` for gradient accumulation. `model` itself keeps the state dict's names."""
+    from torch.nn.parallel import DistributedDataParallel
+    set_grad_checkpointing(model, train.grad_checkpointing)
+    ddp = DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None) \
+        if d.enabled else model
+    forward = torch.compile(ddp) if train.compile else ddp
+    return ddp, forward
+
+
 class StopRequest:
     """SIGINT / SIGTERM set a flag; the loop saves a checkpoint at the end of the step and exits."""
 
@@ -102,6 +128,15 @@ class StopRequest:
     def restore(self):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+    def agreed(self, d: Dist, sync_point: bool) -> bool:
+        """Whether every rank stops after this step. Alone: at any step. Under DDP the ranks agree
+        by an all-reduce, a synchronisation, so only at `sync_point`s (log steps, checkpoints):
+        a preemption notice then waits at most train.log_every steps."""
+        if not d.enabled:
+            return self.requested
+        from .distributed import any_rank
+        return sync_point and any_rank(self.requested, d)
 
 
 class RunLog:
@@ -182,13 +217,20 @@ def apply_gradients(model: torch.nn.Module, optimizer: torch.optim.Optimizer, cl
     optimizer.zero_grad(set_to_none=True)
 
 
+def is_log_step(train: TrainConfig, budget: Budget, step: int) -> bool:
+    """Every `log_every` steps, the first and the last: where the host reads device values."""
+    return step % train.log_every == 0 or step == budget.total_steps or step == 1
+
+
 def log_step(log: RunLog, d: Dist, train: TrainConfig, budget: Budget, step: int, epoch: int,
-             lr: float, losses: dict[str, float], speed: Throughput) -> None:
-    """Every `log_every` steps (and the first and last): losses averaged over ranks, lr and
-    clips/s to the metrics log and the progress bar."""
-    if step % train.log_every == 0 or step == budget.total_steps or step == 1:
-        from .distributed import all_reduce_sum
-        reduced = all_reduce_sum(list(losses.values()), d)
+             lr: float, losses: dict[str, torch.Tensor | float], speed: Throughput) -> None:
+    """At a log step: the step's losses (0-d tensors, read here in one transfer) averaged over
+    ranks, lr and clips/s to the metrics log and the progress bar."""
+    if is_log_step(train, budget, step):
+        tensors = [v.detach().float() for v in losses.values() if torch.is_tensor(v)]
+        read = iter(torch.stack(tensors).tolist() if tensors else [])
+        values = [next(read) if torch.is_tensor(v) else float(v) for v in losses.values()]
+        reduced = all_reduce_sum(values, d)
         record = {"step": step, "epoch": epoch, "lr": lr,
                   **{k: v / d.world_size for k, v in zip(losses, reduced)},
                   "clips_per_s": speed.rate() * d.world_size}
@@ -218,13 +260,25 @@ def load_resume(run_dir: Path, kind: str) -> tuple[dict, dict, Config, Path]:
     return weights, state, cfg, ckpt
 
 
-def check_finite(loss: torch.Tensor, step: int, d: Dist, run_dir: Path) -> None:
-    from .config import RunError
-    from .distributed import any_rank
-    if any_rank(not bool(torch.isfinite(loss.detach()).all()), d):
-        last = last_checkpoint(run_dir)
-        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-        raise RunError(f"non-finite loss at step {step}; {kept}. Lower train.base_lr or check the data")
+class FiniteWatch:
+    """Records, on the device, the first step whose loss is not finite; `check` (at log steps and
+    before every checkpoint) stops the run naming it. Nothing is saved after a bad step, so the
+    last checkpoint is good, and the step itself needs no host-device synchronisation."""
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0: none (steps >= 1)
+
+    def observe(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach()).all()
+        self.first_bad = torch.where(bad & (self.first_bad == 0), step, self.first_bad)
+
+    def check(self, d: Dist, run_dir: Path) -> None:
+        first = int(self.first_bad)  # the one synchronisation, at a log step or checkpoint
+        first = all_reduce_min(first if first > 0 else 2**62, d)
+        if first < 2**62:
+            last = last_checkpoint(run_dir)
+            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+            raise RunError(f"non-finite loss at step {first}; {kept}. Lower train.base_lr or check the data")
 
 
 def write_config(run_dir: Path, cfg: Config) -> None:

@@ -9,6 +9,10 @@ Shapes: B batch, N tokens, D width, H heads.
 Two details are configurable because the official release differs from PyTorch's defaults:
 `gelu` "exact" (torch's default, timm) or "tanh" (flax `nn.gelu`'s default approximation, used by
 every official AV-MAE and MBT model), and the LayerNorm epsilon (1e-6 in both timm's ViT and flax).
+
+Activation checkpointing (`train.grad_checkpointing`, set on a model by `set_grad_checkpointing`):
+each block's activations are dropped after its forward and recomputed in the backward, so memory
+grows with one block's activations instead of all of them, for about a third more compute.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class DropPath(nn.Module):
@@ -84,7 +89,8 @@ class Transformer(nn.Module):
     """A stack of blocks and an optional final LayerNorm (`norm`), as timm's ViT trunk.
 
     `drop_path_rates` gives one stochastic-depth rate per block (linearly increasing in ViT);
-    `gelu` and `eps` as in the module docstring.
+    `gelu` and `eps` as in the module docstring. With `grad_checkpointing` on, `forward_block`
+    (what `forward` and MBT's fusion layers call) recomputes each block in the backward.
     """
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_dim: int,
@@ -94,11 +100,28 @@ class Transformer(nn.Module):
         rates = drop_path_rates if drop_path_rates is not None else [0.0] * depth
         self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_dim, r, gelu, eps) for r in rates)
         self.norm = nn.LayerNorm(dim, eps=eps) if final_norm else nn.Identity()
+        self.grad_checkpointing = False
+
+    def forward_block(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Block i on x (B, N, D). Checkpointed only where a backward will follow; the RNG state
+        is restored for the recomputation, so stochastic depth drops the same samples twice."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self.blocks[i], x, use_reentrant=False)
+        return self.blocks[i](x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for blk in self.blocks:
-            x = blk(x)
+        for i in range(len(self.blocks)):
+            x = self.forward_block(i, x)
         return self.norm(x)
+
+
+def set_grad_checkpointing(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Turn activation checkpointing on or off in every Transformer of `model` (encoders,
+    decoders, classifier streams); returns `model`."""
+    for module in model.modules():
+        if isinstance(module, Transformer):
+            module.grad_checkpointing = enabled
+    return model
 
 
 def drop_path_schedule(rate: float, depth: int) -> list[float]:

@@ -282,10 +282,13 @@ class ClipDataset(Dataset):
             self._warned.add(index)
             log.warning("%s: %s", self.source.paths[index], message)
 
-    def __getitem__(self, i: int) -> dict | None:
+    def __getitem__(self, i: int | tuple[int, int]) -> dict | None:
+        """Item i of the epoch set by `set_epoch`, or of the epoch given as i = (epoch, i) (the
+        training loader's workers live across epochs, so the epoch travels with the index)."""
+        epoch, i = i if isinstance(i, tuple) else (self.epoch, i)
         index, view = divmod(int(i), self.num_views)
         d = self.cfg.data
-        rng = sample_rng(self.seed, self.epoch, index, view) if self.train else None
+        rng = sample_rng(self.seed, epoch, index, view) if self.train else None
         try:
             frames, logmel = self.source.load(index, rng=rng, view=view, num_views=self.num_views)
         except (MediaError, OSError) as err:
@@ -393,6 +396,33 @@ class EpochBatchSampler(Sampler):
         return len(self.batches)
 
 
+class RunBatchSampler(Sampler):
+    """The training batches of one rank for a whole run, from batch `start` (a resumed run's
+    step x accum_steps) to `total`: epoch after epoch, the first `per_epoch` batches of each
+    epoch's `EpochBatchSampler` (the batches its optimiser steps consume), every index paired
+    with its epoch. One loader iterator then serves the whole run: its workers start once and
+    the prefetch pipeline never drains at an epoch boundary."""
+
+    def __init__(self, num_samples: int, *, batch_size: int, shuffle: bool, seed: int,
+                 rank: int, world_size: int, per_epoch: int, start: int, total: int):
+        self.epoch_args = dict(batch_size=batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                               world_size=world_size, drop_last=True)
+        self.num_samples, self.per_epoch, self.start, self.total = num_samples, per_epoch, start, total
+
+    def __iter__(self):
+        b = self.start
+        while b < self.total:
+            epoch, k = divmod(b, self.per_epoch)
+            epoch_batches = EpochBatchSampler(self.num_samples, epoch=epoch, skip_batches=k,
+                                              **self.epoch_args).batches
+            for batch in epoch_batches[: min(self.per_epoch - k, self.total - b)]:
+                yield [(epoch, i) for i in batch]
+                b += 1
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start)
+
+
 class Collate:
     """Stack the kept samples; count the skipped ones (None) in "num_skipped"."""
 
@@ -415,6 +445,27 @@ def worker_init(worker_id: int) -> None:
     get_worker_info().dataset.reopen()
 
 
+def _data_loader(dataset: ClipDataset, cfg: Config, sampler: Sampler, workers: int) -> DataLoader:
+    # Pinned (page-locked) batches let the loops' non-blocking copies to a GPU overlap compute;
+    # each worker keeps `prefetch_factor` batches ready, and keeps its open shards between passes.
+    background = {"prefetch_factor": cfg.data.prefetch_factor, "persistent_workers": True,
+                  "worker_init_fn": worker_init} if workers > 0 else {}
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                      collate_fn=Collate(dataset.template()),
+                      pin_memory=torch.cuda.is_available(), **background)
+
+
+def build_train_loader(dataset: ClipDataset, cfg: Config, *, batch_size: int, rank: int,
+                       world_size: int, seed: int, per_epoch: int, start: int,
+                       total: int) -> DataLoader:
+    """The training loops' loader: batches `start` to `total` of the run (`RunBatchSampler`),
+    each batch of epoch e exactly the one `build_loader(..., epoch=e)` gives at that position."""
+    sampler = RunBatchSampler(len(dataset), batch_size=batch_size, shuffle=cfg.data.shuffle,
+                              seed=seed, rank=rank, world_size=world_size, per_epoch=per_epoch,
+                              start=start, total=total)
+    return _data_loader(dataset, cfg, sampler, cfg.data.num_workers)
+
+
 def build_loader(dataset: ClipDataset, cfg: Config, *, train: bool, batch_size: int, rank: int = 0,
                  world_size: int = 1, seed: int = 0, epoch: int = 0, skip_batches: int = 0,
                  num_workers: int | None = None) -> DataLoader:
@@ -430,9 +481,6 @@ def build_loader(dataset: ClipDataset, cfg: Config, *, train: bool, batch_size: 
                                 rank=rank, world_size=world_size, drop_last=train,
                                 skip_batches=skip_batches)
     workers = cfg.data.num_workers if num_workers is None else num_workers
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                        collate_fn=Collate(dataset.template()),
-                        worker_init_fn=worker_init if workers > 0 else None,
-                        pin_memory=torch.cuda.is_available())
+    loader = _data_loader(dataset, cfg, sampler, workers)
     loader.batches_per_epoch = sampler.batches_per_epoch
     return loader
