@@ -44,7 +44,7 @@ from avmae.config import build_config  # noqa: E402
 from avmae.data.dataset import build_dataset, build_train_loader  # noqa: E402
 from avmae.model import AVMAE  # noqa: E402
 from avmae.optimization import build_optimizer, param_groups_weight_decay  # noqa: E402
-from avmae.pretrain import model_inputs  # noqa: E402
+from avmae.training import model_inputs  # noqa: E402
 from avmae.training import autocast, use_fast_math  # noqa: E402
 
 SMOKE = ["model.embed_dim=64", "model.num_heads=2", "model.depth=2", "model.fusion_layers=1",

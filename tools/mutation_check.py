@@ -158,11 +158,11 @@ MUTATIONS = [
              "smoothing / targets.shape[-1]", "smoothing / (targets.shape[-1] - 1)"),
     # --- resume and the data order (pretrain.py, finetune.py, dataset.py) --------------------------
     Mutation("pretrain-resume-restarts-the-epoch", "pretrain.py",
-             "skip_batches=step_in_epoch * t.accum_steps", "skip_batches=0"),
+             "start=step * t.accum_steps,", "start=(step - step % budget.steps_per_epoch) * t.accum_steps,"),
     Mutation("pretrain-resume-without-optimiser-state", "pretrain.py",
              'optimizer.load_state_dict(state["optimizer"])', '(lambda s: None)(state["optimizer"])'),
     Mutation("finetune-resume-restarts-the-epoch", "finetune.py",
-             "skip_batches=step_in_epoch * t.accum_steps", "skip_batches=0"),
+             "start=step * t.accum_steps,", "start=(step - step % budget.steps_per_epoch) * t.accum_steps,"),
     Mutation("finetune-resume-without-optimiser-state", "finetune.py",
              'optimizer.load_state_dict(state["optimizer"])', '(lambda s: None)(state["optimizer"])'),
     Mutation("same-data-order-every-epoch", "data/dataset.py",

@@ -50,12 +50,12 @@ from .evaluate import (KIND, PRIMARY_METRIC, checkpoint_metadata, dataset_config
 from .info import add_config_arguments
 from .init_from_pretrained import init_classifier_from_avmae
 from .optimization import build_optimizer, lr_at, scaled_lr, set_lr
-from .pretrain import _count, _epoch_summary, model_inputs, placeholder_batch
 from .recipes import add_recipe_argument, recipe_overrides
 from .training import (FiniteWatch, RunLog, StopRequest, Throughput, add_run_dir_arguments,
-                       apply_gradients, autocast, claim_run_dir, is_log_step, load_resume, log_step,
-                       lr_summary, resolve_budget, save_training_checkpoint, step_seed, use_fast_math,
-                       wrap_model, write_config)
+                       apply_gradients, autocast, claim_run_dir, count_clips, epoch_summary,
+                       is_log_step, load_resume, log_step, lr_summary, model_inputs,
+                       placeholder_batch, resolve_budget, save_training_checkpoint, step_seed,
+                       use_fast_math, wrap_model, write_config)
 
 # Finetuning's recipe replaces the pretraining one the checkpoint carries (Table 16).
 FINETUNE_DEFAULTS = {
@@ -283,7 +283,7 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                 losses = dict.fromkeys(LOSS_KEYS[task], 0.0)  # the same keys on every rank
                 for micro in range(t.accum_steps):
                     batch = next(batches)
-                    _count(counts, batch, modalities)
+                    count_clips(counts, batch, modalities)
                     speed.add(len(batch["index"]))
                     last_micro = micro == t.accum_steps - 1
                     sync = ddp.no_sync() if d.enabled and not last_micro else contextlib.nullcontext()
@@ -324,7 +324,7 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
                     log.print(f"stopped at step {step}; resume with --resume")
                     return run_dir
             if step % budget.steps_per_epoch == 0 or step == budget.total_steps:
-                _epoch_summary(counts, epoch, d, log)
+                epoch_summary(counts, epoch, d, log)
     finally:
         stop.restore()
         log.close()

@@ -25,9 +25,10 @@ from .model import AVMAE
 from .optimization import build_optimizer, lr_at, param_groups_weight_decay, scaled_lr, set_lr
 from .recipes import add_recipe_argument, recipe_overrides
 from .training import (FiniteWatch, RunLog, StopRequest, Throughput, add_run_dir_arguments,
-                       apply_gradients, autocast, claim_run_dir, is_log_step, load_resume, log_step,
-                       lr_summary, resolve_budget, save_training_checkpoint, step_seed, use_fast_math,
-                       wrap_model, write_config)
+                       apply_gradients, autocast, claim_run_dir, count_clips, epoch_summary,
+                       is_log_step, load_resume, log_step, lr_summary, model_inputs,
+                       placeholder_batch, resolve_budget, save_training_checkpoint, step_seed,
+                       use_fast_math, wrap_model, write_config)
 
 KIND = "avmae_pretrain"
 MODALITY_SEED = {"audio": 1, "video": 2}
@@ -72,11 +73,6 @@ def run(args: argparse.Namespace) -> int:
              device=args.device, overrides=args.overrides, init=init)
     return 0
 
-
-def model_inputs(batch: dict, modalities: list[str], device: torch.device) -> dict:
-    """{m: batch[m]} on `device`. Non-blocking: from the loader's pinned memory the copy overlaps
-    compute, and from pageable memory it is staged without waiting for the GPU's queue."""
-    return {m: batch[m].to(device, non_blocking=True) for m in modalities}
 
 
 def masking_noise(model: AVMAE, inputs: dict, indices: torch.Tensor, seed: int, step: int) -> dict:
@@ -167,7 +163,7 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
                 losses = {"loss": 0.0, **{f"loss_{m}": 0.0 for m in modalities}}  # tensors after a step
                 for micro in range(t.accum_steps):
                     batch = next(batches)
-                    _count(counts, batch, modalities)
+                    count_clips(counts, batch, modalities)
                     speed.add(len(batch["index"]))
                     last_micro = micro == t.accum_steps - 1
                     sync = ddp.no_sync() if d.enabled and not last_micro else contextlib.nullcontext()
@@ -201,7 +197,7 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
                     log.print(f"stopped at step {step}; resume with --resume")
                     return run_dir
             if step % budget.steps_per_epoch == 0 or step == budget.total_steps:
-                _epoch_summary(counts, epoch, d, log)
+                epoch_summary(counts, epoch, d, log)
     finally:
         stop.restore()
         log.close()
@@ -214,35 +210,7 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
     return run_dir
 
 
-def _count(counts: dict, batch: dict, modalities: list[str]) -> None:
-    """Clip counts from the loader's (host) batch, before it goes to the device."""
-    n = len(batch["index"])
-    counts["clips"] += n
-    counts["skipped"] += int(batch["num_skipped"])
-    for m in modalities:
-        counts[f"filled_{m}"] += int((~batch[f"has_{m}"].numpy()).sum())
 
-
-def placeholder_batch(batch: dict) -> dict:
-    """For a batch whose clips were all unreadable: one all-zero clip, flagged as missing both
-    modalities. It goes through the model like any batch (so DDP's gradient all-reduce happens
-    on every rank) and the loop scales its loss to zero."""
-    out = {k: torch.zeros((1,) + tuple(v.shape[1:]), dtype=v.dtype) if torch.is_tensor(v) else v
-           for k, v in batch.items()}
-    out["index"] = torch.full((1,), -1, dtype=torch.int64)
-    return out
-
-
-def _epoch_summary(counts: dict, epoch: int, d: distributed.Dist, log: RunLog) -> None:
-    keys = ["clips", "skipped", "filled_audio", "filled_video"]
-    totals = distributed.all_reduce_sum([float(counts[k]) for k in keys], d)
-    record = {"epoch_end": epoch, **{k: int(v) for k, v in zip(keys, totals)}}
-    log.write(record)
-    if record["skipped"] or record["filled_audio"] or record["filled_video"]:
-        log.print(f"epoch {epoch}: {record['clips']} clips, {record['skipped']} unreadable skipped, "
-                  f"{record['filled_audio']} without audio and {record['filled_video']} without video filled")
-    for k in keys:
-        counts[k] = 0
 
 
 def _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch) -> None:

@@ -501,3 +501,43 @@ def read_metrics(run_dir: Path) -> list[dict]:
         except ValueError:
             continue
     return [r for r in records if isinstance(r, dict)]
+
+
+# --- Batches and clip counts, the same in both loops ---------------------------------------------
+def model_inputs(batch: dict, modalities: list[str], device: torch.device) -> dict:
+    """{m: batch[m]} on `device`. Non-blocking: from the loader's pinned memory the copy overlaps
+    compute, and from pageable memory it is staged without waiting for the GPU's queue."""
+    return {m: batch[m].to(device, non_blocking=True) for m in modalities}
+
+
+def count_clips(counts: dict, batch: dict, modalities: list[str]) -> None:
+    """Clip counts from the loader's (host) batch, before it goes to the device."""
+    n = len(batch["index"])
+    counts["clips"] += n
+    counts["skipped"] += int(batch["num_skipped"])
+    for m in modalities:
+        counts[f"filled_{m}"] += int((~batch[f"has_{m}"].numpy()).sum())
+
+
+def placeholder_batch(batch: dict) -> dict:
+    """For a batch whose clips were all unreadable: one all-zero clip, flagged as missing both
+    modalities. It goes through the model like any batch (so DDP's gradient all-reduce happens
+    on every rank) and the loop scales its loss to zero."""
+    out = {k: torch.zeros((1,) + tuple(v.shape[1:]), dtype=v.dtype) if torch.is_tensor(v) else v
+           for k, v in batch.items()}
+    out["index"] = torch.full((1,), -1, dtype=torch.int64)
+    return out
+
+
+def epoch_summary(counts: dict, epoch: int, d: Dist, log: RunLog) -> None:
+    """Log (and print, when a clip was skipped or filled) the epoch's clip counts, summed over
+    ranks, then reset them: nothing is dropped silently (DESIGN "Errors and bad input")."""
+    keys = ["clips", "skipped", "filled_audio", "filled_video"]
+    totals = all_reduce_sum([float(counts[k]) for k in keys], d)
+    record = {"epoch_end": epoch, **{k: int(v) for k, v in zip(keys, totals)}}
+    log.write(record)
+    if record["skipped"] or record["filled_audio"] or record["filled_video"]:
+        log.print(f"epoch {epoch}: {record['clips']} clips, {record['skipped']} unreadable skipped, "
+                  f"{record['filled_audio']} without audio and {record['filled_video']} without video filled")
+    for k in keys:
+        counts[k] = 0
