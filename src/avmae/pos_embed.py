@@ -11,7 +11,6 @@ embeddings of their own grid, so inputs of any length work.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
 
@@ -31,8 +30,7 @@ def sincos_1d(positions: torch.Tensor, dim: int, layout: str = "halves") -> torc
     return torch.cat([sin, cos], dim=1).float()
 
 
-@lru_cache(maxsize=64)
-def _sincos_cached(grid: tuple[int, ...], dim: int, factorised: bool, layout: str) -> torch.Tensor:
+def _sincos_table(grid: tuple[int, ...], dim: int, factorised: bool, layout: str) -> torch.Tensor:
     n = math.prod(grid)
     if not factorised:
         return sincos_1d(torch.arange(n), dim, layout)
@@ -53,8 +51,7 @@ def _sincos_on(grid: tuple[int, ...], dim: int, factorised: bool, layout: str,
     an lru_cache and recompute the table inside the graph)."""
     key = (grid, dim, factorised, layout, device)
     if key not in _ON_DEVICE:
-        # __wrapped__: this dict is the cache; torch.compile warns about tracing an lru_cache
-        _ON_DEVICE[key] = _sincos_cached.__wrapped__(grid, dim, factorised, layout).to(device)
+        _ON_DEVICE[key] = _sincos_table(grid, dim, factorised, layout).to(device)
     return _ON_DEVICE[key]
 
 
