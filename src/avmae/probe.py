@@ -105,7 +105,9 @@ def load_encoder(run: str, *, preset: str | None, overrides: list[str] | None, s
             model, own_label = AVMAE(cfg.model), None
             _load(model, weights, run)
         elif kind == FINETUNE_KIND:
+            del weights  # load_finetuned reads them again, with the classifier they belong to
             model, cfg, labels, _ = load_finetuned(run)
+            cfg = build_config(None, overrides, base=cfg)
             own_label = labels["label_column"]
         else:
             raise ConfigError(f"RUN '{run}' is a {kind} checkpoint: give a pretraining or finetune run")
