@@ -90,7 +90,8 @@ def test_the_probe_columns_sit_beside_each_row():
                "probe": {"random_init": {"linear": 30.0, "knn": 25.0},
                          "avmae": {"linear": 52.5, "knn": 41.0}}}
     text = quickstart.table(results, quickstart.Plan(), test_clips=96)
-    assert "| Pretraining | Audio only | Video only | Audiovisual | Frozen AV, linear | Frozen AV, k-NN |" in text
+    assert ("| Pretraining | Audio only | Video only | Audiovisual | Frozen AV, linear | "
+            "Frozen AV, k-NN |") in text
     assert "| Random init | 40.0 | 35.0 | 60.0 | 30.0 | 25.0 |" in text
     assert "| AV-MAE | 45.0 | 50.0 | 48.0 | 52.5 | 41.0 |" in text
     assert "frozen audiovisual features: linear +22.5, k-NN +16.0 points" in quickstart.verdict(results)

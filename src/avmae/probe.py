@@ -62,9 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "config's finetune.label_column, `label`)")
     add_config_arguments(parser, preset_required=False)
     parser.add_argument("--seed", type=int, default=0, help="the random init of `scratch` (default 0)")
-    parser.add_argument("--k", type=int, default=K_NEIGHBOURS, help=f"k-NN neighbours (default {K_NEIGHBOURS})")
+    parser.add_argument("--k", type=int, default=K_NEIGHBOURS,
+                        help=f"k-NN neighbours (default {K_NEIGHBOURS})")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=None, help="data-loader workers (default: data.num_workers)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="data-loader workers (default: data.num_workers)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
 
 
