@@ -19,22 +19,31 @@ def test_fast_quickstart_runs_every_stage_and_writes_results(tmp_path, capsys):
     printed = capsys.readouterr().out
     # every stage, in order, each announced by the command a user would type
     positions = [printed.index(f"$ avmae {c}") for c in
-                 ("synth", "prepare", "pretrain", "finetune", "evaluate", "visualize")]
+                 ("synth", "prepare", "pretrain", "probe", "finetune", "evaluate", "visualize")]
     assert positions == sorted(positions)
     assert len(re.findall(r"^\$ avmae finetune ", printed, re.M)) == 6
     assert len(re.findall(r"^\$ avmae evaluate ", printed, re.M)) == 6
     assert "--init scratch --preset tiny-4l-cpu" in printed
-    assert all(f"=== [{i}/6]" in printed for i in range(1, 7))
+    assert all(f"=== [{i}/7]" in printed for i in range(1, 8))
+    assert f"$ avmae probe {out / 'runs' / 'avmae'} --data {out / 'shards' / 'labelled'}" in printed
+    assert "$ avmae probe scratch --preset tiny-4l-cpu --seed 0" in printed
 
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["random_init", "avmae"]
+    assert list(results) == ["random_init", "avmae", "probe"]
+    probes = results.pop("probe")
+    assert list(probes) == ["random_init", "avmae"]
+    for row in probes.values():
+        assert list(row) == ["linear", "knn"]
+        assert all(isinstance(v, float) and 0.0 <= v <= 100.0 for v in row.values())
     for row in results.values():
         assert list(row) == ["audio", "video", "av"]
         assert all(isinstance(v, float) and 0.0 <= v <= 100.0 for v in row.values())
     # the printed table holds the same numbers
     r, a = results["random_init"], results["avmae"]
     assert f"| Random init | {r['audio']:.1f} | {r['video']:.1f} | {r['av']:.1f} |" in printed
-    assert f"| AV-MAE | {a['audio']:.1f} | {a['video']:.1f} | {a['av']:.1f} |" in printed
+    p = probes["avmae"]
+    assert (f"| AV-MAE | {a['audio']:.1f} | {a['video']:.1f} | {a['av']:.1f} | {p['linear']:.1f} | "
+            f"{p['knn']:.1f} |") in printed
 
     runs = out / "runs"
     assert list((runs / "avmae" / "figures").glob("reconstruction_step*.png"))
@@ -72,6 +81,20 @@ def test_table_and_verdict_report_the_two_claims():
     assert "Random init: audiovisual 60.0 > max(audio 40.0, video 35.0)" in verdict
     assert "AV-MAE: audiovisual 48.0 is NOT above max(audio 45.0, video 50.0)" in verdict
     assert "-12.0 points" in verdict
+    assert "Frozen" not in text  # the probe columns appear only with probe results
+
+
+def test_the_probe_columns_sit_beside_each_row():
+    results = {"random_init": {"audio": 40.0, "video": 35.0, "av": 60.0},
+               "avmae": {"audio": 45.0, "video": 50.0, "av": 48.0},
+               "probe": {"random_init": {"linear": 30.0, "knn": 25.0},
+                         "avmae": {"linear": 52.5, "knn": 41.0}}}
+    text = quickstart.table(results, quickstart.Plan(), test_clips=96)
+    assert ("| Pretraining | Audio only | Video only | Audiovisual | Frozen AV, linear | "
+            "Frozen AV, k-NN |") in text
+    assert "| Random init | 40.0 | 35.0 | 60.0 | 30.0 | 25.0 |" in text
+    assert "| AV-MAE | 45.0 | 50.0 | 48.0 | 52.5 | 41.0 |" in text
+    assert "frozen audiovisual features: linear +22.5, k-NN +16.0 points" in quickstart.verdict(results)
 
 
 def test_labelled_subset_keeps_the_first_clips_of_each_class(tmp_path):

@@ -27,6 +27,7 @@ COMMANDS = {
     "evaluate": ("avmae.evaluate", "evaluate a finetuned checkpoint; JSON metrics on stdout"),
     "visualize": ("avmae.visualize", "the paper's Figure 5 (reconstructions) for one clip"),
     "embed": ("avmae.embed", "per-clip audio and video embeddings"),
+    "probe": ("avmae.probe", "linear and k-NN probes of a frozen encoder; JSON metrics on stdout"),
     "quickstart": ("avmae.quickstart", "the whole method end to end on the embedded default"),
     "reproduce": ("avmae.reproduce", "run one of the paper's ablation tables at a chosen scale"),
     "import-scenic": ("avmae.interop.scenic", "an official Scenic (Flax) AV-MAE / MBT checkpoint -> an avmae run"),

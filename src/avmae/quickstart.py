@@ -7,15 +7,19 @@ steps can be repeated on one's own videos:
                  (and DIR/data/labelled.csv: the first 12 training clips of each class)
     2 prepare    avmae prepare DIR/data/{train,labelled,test}.csv --out DIR/shards/... --preset tiny-4l-cpu
     3 pretrain   avmae pretrain --preset tiny-4l-cpu --data DIR/shards/train --out DIR/runs/avmae
-    4 finetune   avmae finetune --init DIR/runs/avmae --modality {audio,video,av} ...   (AST, ViViT, MBT)
+    4 probe      avmae probe DIR/runs/avmae --data DIR/shards/labelled --val DIR/shards/test --modality av
+                 avmae probe scratch --preset tiny-4l-cpu ...                            (random init)
+    5 finetune   avmae finetune --init DIR/runs/avmae --modality {audio,video,av} ...   (AST, ViViT, MBT)
                  avmae finetune --init scratch --preset tiny-4l-cpu --modality ...       (random init)
                  on DIR/shards/labelled
-    5 evaluate   avmae evaluate DIR/runs/<init>_<modality> --data DIR/shards/test --views 1
-    6 visualize  avmae visualize DIR/runs/avmae DIR/data/clips/<a test clip>.mp4 --out ...
+    6 evaluate   avmae evaluate DIR/runs/<init>_<modality> --data DIR/shards/test --views 1
+    7 visualize  avmae visualize DIR/runs/avmae DIR/data/clips/<a test clip>.mp4 --out ...
 
 and prints the result in the form of the paper's Table 3 (rows: random init, AV-MAE; columns:
-audio-only, video-only and audiovisual finetuning; top-1 accuracy in % on the held-out test split),
-then writes it to DIR/results.json as {"random_init": {"audio", "video", "av"}, "avmae": {...}}.
+audio-only, video-only and audiovisual finetuning; top-1 accuracy in % on the held-out test split)
+beside the frozen-encoder probes of each row's encoder (audiovisual features, linear and k-NN, fitted
+on the labelled subset), then writes it to DIR/results.json as {"random_init": {"audio", "video",
+"av"}, "avmae": {...}, "probe": {"random_init": {"linear", "knn"}, "avmae": {...}}}.
 
 Small-scale recipe (why it is not the paper's). Tables 14 and 16 are for 400 pretraining and 50
 finetuning epochs of ViT-B on 170k clips; the quickstart has a few minutes of two CPU cores, 304
@@ -189,7 +193,7 @@ def quickstart(out: Path, plan: Plan, overwrite: bool = False) -> dict:
 
 def _quickstart(out: Path, plan: Plan) -> dict:
     data, shards, runs, figures = out / "data", out / "shards", out / "runs", out / "figures"
-    stages = Stages(total=6)
+    stages = Stages(total=7)
     _say(f"avmae quickstart: {plan.clips} synthetic clips, preset {PRESET}, {plan.pretrain_steps} "
          f"pretraining steps, 6 x {plan.finetune_steps} finetuning steps on {plan.labelled_per_class} "
          f"labelled clips per class, seed {plan.seed}; "
@@ -215,6 +219,12 @@ def _quickstart(out: Path, plan: Plan) -> dict:
                    f"train.checkpoint_every={plan.pretrain_steps}", *PRETRAIN_RECIPE])])
     stages.end()
 
+    stages.begin("probe", "what the frozen encoder already knows: linear and k-NN probes of its "
+                 "audiovisual features, AV-MAE vs a random-init encoder of the same size")
+    probes = {init: probe_top1(pretrained if init == "avmae" else None, shards / "labelled",
+                               shards / "test", plan.seed) for init in INITS}
+    stages.end()
+
     stages.begin("finetune", "AST (audio), ViViT (video) and MBT (audiovisual), from AV-MAE and "
                  "from random init (Sec. 4.1), on the labelled subset")
     finetune_sets = set_args([f"train.steps={plan.finetune_steps}", f"train.seed={plan.seed}",
@@ -234,6 +244,7 @@ def _quickstart(out: Path, plan: Plan) -> dict:
         for modality in MODALITIES:
             metrics = evaluate_last(runs / f"{init}_{modality}", shards / "test")
             results[init][modality] = round(100.0 * metrics["top1"], 2)
+    results["probe"] = probes
     stages.end()
 
     stages.begin("visualize", "the paper's Figure 5 for a test clip the model never saw")
@@ -276,6 +287,20 @@ def labelled_subset(manifest: Path, out: Path, per_class: int) -> int:
     return len(kept)
 
 
+def probe_top1(pretrained: Path | None, labelled: Path, test: Path, seed: int) -> dict:
+    """`avmae probe` of the pretrained encoder (or of a random-init one of the same preset, seeded
+    like every run), audiovisual features, printed; returns {"linear": %, "knn": %} top-1."""
+    from .probe import probe
+    run = str(pretrained) if pretrained is not None else "scratch"
+    source = [run] if pretrained is not None else [run, "--preset", PRESET, "--seed", str(seed)]
+    _say("$ avmae probe " + shlex.join([*source, "--data", str(labelled), "--val", str(test),
+                                        "--modality", "av", "--workers", "0"]))
+    result = probe(run, str(labelled), str(test), modality="av", seed=seed, workers=0,
+                   preset=None if pretrained is not None else PRESET)
+    _say(json.dumps(result))
+    return {name: round(100.0 * result[name]["top1"], 2) for name in ("linear", "knn")}
+
+
 def _first_clip(manifest: Path) -> Path:
     with open(manifest, newline="") as f:
         row = next(csv.DictReader(f))
@@ -290,18 +315,26 @@ def _count_rows(manifest: Path) -> int:
 # ---- the report -----------------------------------------------------------------------------
 
 def table(results: dict, plan: Plan, test_clips: int) -> str:
-    """The results in the form of the paper's Table 3 (markdown)."""
+    """The results in the form of the paper's Table 3 (markdown), with the frozen probes beside."""
+    probes = results.get("probe")
     lines = [f"Table 3 (form): top-1 accuracy (%) on the synthetic test split ({test_clips} clips "
              f"never trained on), preset {PRESET}, {plan.pretrain_steps} pretraining steps on every "
              f"training clip, {plan.finetune_steps} finetuning steps on {plan.labelled_per_class} "
              f"labelled clips per class, seed {plan.seed}",
              "",
-             "| Pretraining | " + " | ".join(COLUMN_TITLES[m] for m in MODALITIES) + " |",
-             "| --- | " + " | ".join("---:" for _ in MODALITIES) + " |"]
+             "| Pretraining | " + " | ".join(COLUMN_TITLES[m] for m in MODALITIES)
+             + (" | Frozen AV, linear | Frozen AV, k-NN |" if probes else " |"),
+             "| --- | " + " | ".join("---:" for _ in MODALITIES) + (" | ---: | ---:" if probes else "")
+             + " |"]
     for init in INITS:
+        frozen = f" | {probes[init]['linear']:.1f} | {probes[init]['knn']:.1f}" if probes else ""
         lines.append(f"| {ROW_TITLES[init]} | "
-                     + " | ".join(f"{results[init][m]:.1f}" for m in MODALITIES) + " |")
+                     + " | ".join(f"{results[init][m]:.1f}" for m in MODALITIES) + frozen + " |")
     lines.append("")
+    if probes:
+        lines.append("Frozen: no finetuning; the encoder's audiovisual features (mean of each "
+                     "modality's tokens) with a logistic-regression head or a k-NN vote (k=20) "
+                     "fitted on the same labelled clips (`avmae probe`).")
     lines.append("Chance is 12.5 %; audio alone or video alone leaves two candidate classes, so it "
                  "scores about 50 % at best (more only by luck on a small test split); audiovisual "
                  "can reach 100 %.")
@@ -318,6 +351,11 @@ def verdict(results: dict) -> str:
                      f"{'>' if ok else 'is NOT above'} max(audio {r['audio']:.1f}, video {r['video']:.1f})")
     gain = results["avmae"]["av"] - results["random_init"]["av"]
     lines.append(f"AV-MAE pretraining vs random init, audiovisual finetuning: {gain:+.1f} points")
+    if "probe" in results:
+        p = results["probe"]
+        lines.append("AV-MAE encoder vs random-init encoder, frozen audiovisual features: linear "
+                     f"{p['avmae']['linear'] - p['random_init']['linear']:+.1f}, k-NN "
+                     f"{p['avmae']['knn'] - p['random_init']['knn']:+.1f} points")
     return "\n".join(lines)
 
 

@@ -1,0 +1,277 @@
+"""`avmae probe RUN --data TRAIN --val TEST`: what a frozen encoder already knows.
+
+Self-supervised encoders are judged by frozen-feature evaluation (the MAE papers' linear probing):
+the encoder is not trained; each clip's feature is the mean of its encoded tokens per modality
+(global average pooling, as the classifiers pool), concatenated over the probed modalities. The
+features of TRAIN and TEST are extracted once (one centre view per clip, no augmentation), then
+
+    linear   a logistic-regression head on the standardised features (softmax cross-entropy for one
+             label, sigmoid per class for multi-label), full batch, L-BFGS, a fixed L2 penalty:
+             seconds on a CPU;
+    k-NN     cosine similarity to every training clip (features centred on the training mean),
+             the k nearest vote with weights exp(similarity / T) (k = 20, T = 0.07 as in DINO's
+             k-NN evaluation).
+
+Both are scored with `avmae evaluate`'s metrics (top-1 / top-5; mAP, AUC, d-prime; verb / noun /
+action). Nothing is chosen by a test score: the head's penalty and k are fixed.
+
+RUN is an AV-MAE pretraining run or checkpoint (its encoder, no masking), a finetuned classifier
+(its streams, before the head), or `scratch` with --preset (a randomly initialised AV-MAE encoder
+of that size, seeded by --seed: the baseline a pretrained encoder must beat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_weights
+from .classifier import FINETUNE_MODALITIES
+from .config import Config, ConfigError, build_config
+from .data.dataset import ClipDataset, build_dataset, build_loader
+from .data.manifest import label_columns
+from .evaluate import label_task, load_finetuned, score
+from .info import add_config_arguments
+from .model import AVMAE
+
+PRETRAIN_KIND = "avmae_pretrain"
+FINETUNE_KIND = "avmae_finetune"
+K_NEIGHBOURS = 20
+KNN_TEMPERATURE = 0.07      # DINO's weighted k-NN
+L2_PENALTY = 1e-3           # on standardised features, per training clip (fixed, never tuned on a test)
+LBFGS_STEPS = 300
+
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN",
+                        help="an AV-MAE pretraining run / checkpoint, a finetune run / checkpoint, "
+                             "or `scratch` (a random-init AV-MAE encoder; needs --preset)")
+    parser.add_argument("--data", required=True, help="labelled training data (manifest or shards)")
+    parser.add_argument("--val", required=True, help="labelled test data (manifest or shards)")
+    parser.add_argument("--modality", choices=["audio", "video", "av"], default=None,
+                        help="the pooled features to probe (default: every modality of the encoder)")
+    parser.add_argument("--label-column", default=None,
+                        help="label | labels | verb,noun (default: a finetuned run's own, else the "
+                             "config's finetune.label_column, `label`)")
+    add_config_arguments(parser, preset_required=False)
+    parser.add_argument("--seed", type=int, default=0, help="the random init of `scratch` (default 0)")
+    parser.add_argument("--k", type=int, default=K_NEIGHBOURS,
+                        help=f"k-NN neighbours (default {K_NEIGHBOURS})")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="data-loader workers (default: data.num_workers)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = probe(args.run, args.data, args.val, modality=args.modality, preset=args.preset,
+                   overrides=args.overrides, label_column=args.label_column, seed=args.seed,
+                   k=args.k, batch_size=args.batch_size, workers=args.workers, device=args.device)
+    print(json.dumps(result))
+    return 0
+
+
+# ---- the frozen encoder ---------------------------------------------------------------------
+
+@dataclasses.dataclass
+class FrozenEncoder:
+    model: torch.nn.Module    # forward_features({m: input}) -> {m: (B, N_m, D)}, no masking
+    inputs: list[str]         # the modalities it must be given
+    kind: str                 # avmae_pretrain | avmae_finetune | scratch
+    cfg: Config
+    label_column: str | None  # a finetuned run's own label column
+
+
+def load_encoder(run: str, *, preset: str | None, overrides: list[str] | None, seed: int,
+                 modality: str | None) -> tuple[FrozenEncoder, list[str]]:
+    """The frozen encoder of RUN and the modalities to pool (default: all it has)."""
+    if run == "scratch":
+        if preset is None:
+            raise ConfigError("`scratch` needs --preset for the model and input sizes (see `avmae presets`)")
+        cfg = build_config(preset, overrides)
+        torch.manual_seed(seed)
+        model, kind, own_label = AVMAE(cfg.model), "scratch", None
+    else:
+        if preset is not None:
+            raise ConfigError("--preset is only for `scratch`: a run's own config gives the sizes")
+        weights, cfg, kind, _ = load_weights(run, purpose="RUN")
+        cfg = build_config(None, overrides, base=cfg)
+        if kind == PRETRAIN_KIND:
+            model, own_label = AVMAE(cfg.model), None
+            _load(model, weights, run)
+        elif kind == FINETUNE_KIND:
+            del weights  # load_finetuned reads them again, with the classifier they belong to
+            model, cfg, labels, _ = load_finetuned(run)
+            cfg = build_config(None, overrides, base=cfg)
+            own_label = labels["label_column"]
+        else:
+            raise ConfigError(f"RUN '{run}' is a {kind} checkpoint: give a pretraining or finetune run")
+    model.eval()
+    has = model.modalities  # what the encoder encodes
+    wanted = has if modality is None else FINETUNE_MODALITIES[modality]
+    missing = [m for m in wanted if m not in has]
+    if missing:
+        raise ConfigError(f"--modality {modality}: the encoder of '{run}' has no {' or '.join(missing)} "
+                          f"(it encodes {', '.join(has)})")
+    # A classifier's streams run together (MBT's bottleneck joins them): it is given all it reads.
+    # An AV-MAE encoder is given only the probed modalities, as a unimodal finetune uses it.
+    inputs = list(has) if kind == FINETUNE_KIND else list(wanted)
+    return FrozenEncoder(model, inputs, kind, cfg, own_label), list(wanted)
+
+
+def _load(model: torch.nn.Module, weights: dict, run: str) -> None:
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise ConfigError(f"'{run}' does not fit the model its config describes: {first}") from None
+
+
+@torch.no_grad()
+def extract(encoder: FrozenEncoder, pooled: list[str], dataset: ClipDataset, cfg: Config, *,
+            batch_size: int, workers: int | None, device: torch.device
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (clips, F) float32 (mean of each pooled modality's tokens, concatenated) and a
+    readable mask (clips,) bool; an unreadable clip's row is zeros and its mask False."""
+    loader = build_loader(dataset, cfg, train=False, batch_size=batch_size, num_workers=workers)
+    feats: torch.Tensor | None = None
+    seen = torch.zeros(len(dataset), dtype=torch.bool)
+    for batch in loader:
+        if len(batch["index"]) == 0:  # every clip of the batch was unreadable
+            continue
+        tokens = encoder.model.forward_features(**{m: batch[m].to(device) for m in encoder.inputs})
+        z = torch.cat([tokens[m].float().mean(dim=1) for m in pooled], dim=1).cpu()   # (B, F)
+        if feats is None:
+            feats = torch.zeros(len(dataset), z.shape[1])
+        feats[batch["index"]] = z
+        seen[batch["index"]] = True
+    if feats is None:
+        raise ConfigError("no clip could be read")
+    return feats, seen
+
+
+# ---- the two probes -------------------------------------------------------------------------
+
+def targets_of(labels: torch.Tensor, task: str, classes: list[int]) -> list[tuple[str, torch.Tensor]]:
+    """Per head: ("single", class indices (N,)) or ("multi", multi-hot (N, C))."""
+    if task == "multi":
+        return [("multi", labels)]
+    if task == "verb_noun":
+        return [("single", labels[:, 0]), ("single", labels[:, 1])]
+    return [("single", labels)]
+
+
+def fit_linear(x: torch.Tensor, y: torch.Tensor, kind: str, num_classes: int,
+               l2: float = L2_PENALTY, steps: int = LBFGS_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logistic regression on x (N, F) -> (W (F, C), b (C,)), from zeros (a convex problem: the
+    optimum does not depend on the start)."""
+    x = x.double()
+    w = torch.zeros(x.shape[1], num_classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    target = y.long() if kind == "single" else y.double()
+    optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=steps, history_size=20,
+                                  tolerance_grad=1e-9, tolerance_change=1e-12,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        logits = x @ w + b
+        loss = F.cross_entropy(logits, target) if kind == "single" else \
+            F.binary_cross_entropy_with_logits(logits, target)
+        loss = loss + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return w.detach().float(), b.detach().float()
+
+
+def linear_scores(train_x: torch.Tensor, heads: list[tuple[str, torch.Tensor]], classes: list[int],
+                  val_x: torch.Tensor) -> torch.Tensor:
+    """Standardise with the training clips' mean / std (MAE's linear probe normalises its
+    features, Sec. A of He et al.), fit one head per label column, score the test clips."""
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp(min=1e-6)
+    tx, vx = (train_x - mean) / std, (val_x - mean) / std
+    out = []
+    for (kind, y), c in zip(heads, classes):
+        w, b = fit_linear(tx, y, kind, c)
+        out.append(vx @ w + b)
+    return torch.cat(out, dim=1)
+
+
+def knn_scores(train_x: torch.Tensor, heads: list[tuple[str, torch.Tensor]], classes: list[int],
+               val_x: torch.Tensor, k: int = K_NEIGHBOURS,
+               temperature: float = KNN_TEMPERATURE) -> torch.Tensor:
+    """Weighted votes of the k nearest training clips by cosine similarity (centred features)."""
+    mean = train_x.mean(dim=0)
+    tx = F.normalize(train_x - mean, dim=1)
+    vx = F.normalize(val_x - mean, dim=1)
+    sim = vx @ tx.T                                          # (V, N)
+    top, idx = sim.topk(min(k, tx.shape[0]), dim=1)          # (V, k)
+    weight = (top / temperature).exp()                       # (V, k)
+    out = []
+    for (kind, y), c in zip(heads, classes):
+        votes = F.one_hot(y.long(), c).float() if kind == "single" else y.float()   # (N, C)
+        s = (weight[..., None] * votes[idx]).sum(dim=1)                           # (V, C)
+        out.append(s / weight.sum(dim=1, keepdim=True))
+    return torch.cat(out, dim=1)
+
+
+def json_safe(value):
+    """inf / nan (d_prime at AUC 1, say) -> null: the output stays strict JSON."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+# ---- the command ----------------------------------------------------------------------------
+
+def probe(run: str, data: str, val: str, *, modality: str | None = None, preset: str | None = None,
+          overrides: list[str] | None = None, label_column: str | None = None, seed: int = 0,
+          k: int = K_NEIGHBOURS, batch_size: int = 16, workers: int | None = None,
+          device: str = "auto") -> dict:
+    """Linear and k-NN probes of RUN's frozen encoder; the JSON object `avmae probe` prints."""
+    for flag, path in (("--data", data), ("--val", val)):
+        if not Path(path).exists():
+            raise ConfigError(f"{flag} '{path}' does not exist: give a CSV manifest or a shards folder")
+    if k < 1:
+        raise ConfigError(f"--k {k}: give at least one neighbour")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: give at least one clip per batch")
+    encoder, pooled = load_encoder(run, preset=preset, overrides=overrides, seed=seed, modality=modality)
+    cfg = encoder.cfg
+    column = label_column or encoder.label_column or cfg.finetune.label_column
+    label_columns(column)  # a malformed spec is refused here, with its own message
+    task = label_task(column)
+    modalities = "audio_video" if len(encoder.inputs) == 2 else encoder.inputs[0]
+    data_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, modalities=modalities))
+    train_set = build_dataset(data, data_cfg, train=False, label_column=column)
+    val_set = build_dataset(val, data_cfg, train=False, label_column=column, vocab=train_set.vocab)
+    classes = [len(train_set.vocab[c]) for c in label_columns(column)]
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    encoder.model.to(dev)
+    kwargs = dict(batch_size=batch_size, workers=workers, device=dev)
+    train_x, train_ok = extract(encoder, pooled, train_set, data_cfg, **kwargs)
+    val_x, val_ok = extract(encoder, pooled, val_set, data_cfg, **kwargs)
+
+    heads = targets_of(train_set.labels[train_ok], task, classes)
+    fitted = train_x[train_ok]
+    results = {}
+    for name, scores in (("linear", linear_scores(fitted, heads, classes, val_x)),
+                         ("knn", knn_scores(fitted, heads, classes, val_x, k=k))):
+        try:
+            metrics = score(scores, val_ok, val_set.labels, task, classes)
+        except ValueError as err:
+            raise ConfigError(f"cannot score on '{val}': {err}") from None
+        results[name] = {key: json_safe(v) for key, v in metrics.items()}
+    return {"linear": results["linear"], "knn": results["knn"], "modality": modality or
+            ("av" if len(pooled) == 2 else pooled[0]), "encoder": encoder.kind, "run": str(run),
+            "features": int(train_x.shape[1]), "train_clips": int(train_ok.sum()),
+            "train_clips_skipped": int((~train_ok).sum()), "k": k, "label_column": column,
+            "data": str(data), "val": str(val)}
