@@ -172,6 +172,49 @@ def write_file(path: Path, fill) -> dict:
     return out.record()
 
 
+class Stage:
+    """A checkpoint folder being filled in its temporary place: what `write` writes is recorded
+    (size, sha256) for the COMPLETE marker; `current` is the path being written, for the message
+    if a write fails."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.current, self.files = tmp, tmp, {}
+
+    def write(self, name: str, fill) -> None:
+        self.current = self.tmp / name
+        self.files[name] = write_file(self.current, fill)
+
+
+@contextlib.contextmanager
+def staged(run_dir: str | Path, name: str, link: str, step: int):
+    """Write RUN/checkpoints/NAME atomically: the block fills a temporary folder (`Stage`), then it
+    is sealed (COMPLETE with each file's checksum), renamed into place and `link` pointed at it.
+    An OSError anywhere removes the temporary folder and becomes one StorageError line naming the
+    path being written; earlier checkpoints and links stay as they were."""
+    root = Path(run_dir) / "checkpoints"
+    final, tmp = root / name, root / f".tmp_{name}"
+    stage = Stage(tmp)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        yield stage
+        stage.current = tmp / MARKER
+        write_marker(tmp, step, stage.files)
+        _fsync_dir(tmp)
+        stage.current = final
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        stage.current = root / link
+        point_link(root, link, name)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)  # frees the space the partial files took
+        current = stage.current
+        shown = final / current.name if current.parent == tmp else current
+        raise StorageError(storage_message(shown, err, run_dir)) from None
+
+
 def save_checkpoint(run_dir: str | Path, step: int, state_dict: dict[str, torch.Tensor], cfg: Config,
                     kind: str, train_state: dict | None = None, keep: int = 2,
                     extra_metadata: dict[str, str] | None = None) -> Path:
@@ -181,37 +224,17 @@ def save_checkpoint(run_dir: str | Path, step: int, state_dict: dict[str, torch.
     sha256 of each, and the folder is renamed into place. A failed write (StorageError, one line)
     removes the temporary folder and leaves every earlier checkpoint and `last` as they were."""
     assert kind in KINDS
-    root = Path(run_dir) / "checkpoints"
-    name = step_name(step)
-    final, tmp = root / name, root / f".tmp_{name}"
     metadata = {"config": cfg.to_json(), "kind": kind, "step": str(step), **(extra_metadata or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    current = tmp
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        files = {}
-        current = tmp / WEIGHTS
+    name = step_name(step)
+    with staged(run_dir, name, "last", step) as stage:
         # Streamed through write_file, tensor by tensor: a full disk is reported as one, and no
         # second copy of the weights is made (a ViT-L import stays at its parameters' size).
-        files[WEIGHTS] = write_file(current, lambda f: write_safetensors(f, tensors, metadata))
+        stage.write(WEIGHTS, lambda f: write_safetensors(f, tensors, metadata))
         if train_state is not None:
-            current = tmp / STATE
-            files[STATE] = write_file(current, lambda f: torch.save(train_state, f))
-        current = tmp / MARKER
-        write_marker(tmp, step, files)
-        _fsync_dir(tmp)
-        current = final
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        current = root / "last"
-        point_link(root, "last", name)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)  # frees the space the partial files took
-        shown = final / current.name if current.parent == tmp else current
-        raise StorageError(storage_message(shown, err, run_dir)) from None
+            stage.write(STATE, lambda f: torch.save(train_state, f))
+    root = Path(run_dir) / "checkpoints"
+    final = root / name
     prune(root, step, keep)
     return final
 
@@ -241,33 +264,18 @@ def save_best(run_dir: str | Path, ckpt: Path, step: int, scores: dict) -> Path:
     `last`, so `best` always names a complete checkpoint."""
     root = Path(run_dir) / "checkpoints"
     name = f"best_{step:07d}"
-    final, tmp = root / name, root / f".tmp_{name}"
-    current = tmp / WEIGHTS
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+    final = root / name
+    with staged(run_dir, name, BEST_NAME, step) as stage:
+        stage.current = stage.tmp / WEIGHTS
         recorded = (read_marker(ckpt) or {}).get(WEIGHTS)
         try:
-            os.link(ckpt / WEIGHTS, tmp / WEIGHTS)
-            files = {WEIGHTS: recorded} if recorded else {}
+            os.link(ckpt / WEIGHTS, stage.tmp / WEIGHTS)
+            if recorded:
+                stage.files[WEIGHTS] = recorded
         except OSError:
-            files = {WEIGHTS: write_file(tmp / WEIGHTS, lambda f: _copy_into(ckpt / WEIGHTS, f))}
-        current = tmp / "val_metrics.json"
+            stage.write(WEIGHTS, lambda f: _copy_into(ckpt / WEIGHTS, f))
         text = json.dumps({"step": step, **scores}) + "\n"
-        files["val_metrics.json"] = write_file(current, lambda f: f.write(text.encode()))
-        current = tmp / MARKER
-        write_marker(tmp, step, files)
-        _fsync_dir(tmp)
-        current = final
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        current = root / BEST_NAME
-        point_link(root, BEST_NAME, name)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shown = final / current.name if current.parent == tmp else current
-        raise StorageError(storage_message(shown, err, run_dir)) from None
+        stage.write("val_metrics.json", lambda f: f.write(text.encode()))
     for old in root.glob("best_*"):
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
