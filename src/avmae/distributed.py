@@ -29,18 +29,22 @@ class Dist:
         return self.world_size > 1
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> cuda where available, else cpu; otherwise the device named."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
 def setup(device: str = "auto") -> Dist:
     """Read torchrun's environment, pick the device, and join the process group when world > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None:  # under torchrun each process takes its own GPU
         torch.cuda.set_device(local)
         dev = torch.device("cuda", local)
-    else:
-        dev = torch.device(device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return Dist(rank, world, local, dev)

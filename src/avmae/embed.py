@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .checkpoint import load_weights, writing
 from .config import ConfigError
 from .data.dataset import build_dataset, build_loader
+from .distributed import resolve_device
 from .model import AVMAE
 
 
@@ -52,13 +53,25 @@ def _data_source(inputs: list[str], scratch: Path) -> str:
 
 
 @torch.no_grad()
+def pooled_batches(model: torch.nn.Module, loader, device: torch.device, inputs: list[str]):
+    """For each batch: (batch, {m: (B, D) float32 on the CPU}), the mean of
+    each modality's encoded tokens (`forward_features`, no masking) given the `inputs` modalities;
+    None for a batch whose clips were all unreadable. Shared by `embed` and `avmae probe`."""
+    for batch in loader:
+        if len(batch["index"]) == 0:  # every clip of the batch was unreadable
+            yield batch, None
+            continue
+        tokens = model.forward_features(**{m: batch[m].to(device) for m in inputs})
+        yield batch, {m: x.float().mean(dim=1).cpu() for m, x in tokens.items()}
+
+
+@torch.no_grad()
 def embed(checkpoint: str, inputs: list[str], out: str, *, batch_size: int = 8,
           workers: int | None = None, device: str = "auto") -> dict:
     weights, cfg, kind, _ = load_weights(checkpoint)
     if kind != "avmae_pretrain":
         raise ConfigError(f"'{checkpoint}' is a {kind} checkpoint; embed takes a pretraining checkpoint")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     model = AVMAE(cfg.model)
     model.load_state_dict(weights)
     model.to(dev).eval()
@@ -68,13 +81,13 @@ def embed(checkpoint: str, inputs: list[str], out: str, *, batch_size: int = 8,
         feats = {m: [] for m in model.modalities}
         present = {m: [] for m in model.modalities}
         indices, skipped = [], 0
-        for batch in tqdm(loader, desc="embed", unit="batch"):
+        batches = pooled_batches(model, loader, dev, model.modalities)
+        for batch, pooled in tqdm(batches, total=len(loader), desc="embed", unit="batch"):
             skipped += int(batch["num_skipped"])
-            if len(batch["index"]) == 0:
+            if pooled is None:
                 continue
-            tokens = model.forward_features(**{m: batch[m].to(dev) for m in model.modalities})
-            for m, x in tokens.items():
-                feats[m].append(x.float().mean(dim=1).cpu().numpy())   # mean of encoded tokens
+            for m, z in pooled.items():
+                feats[m].append(z.numpy())                               # mean of encoded tokens
                 present[m].append(batch[f"has_{m}"].numpy())
             indices.append(batch["index"].numpy())
     index = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)

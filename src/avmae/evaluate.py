@@ -204,7 +204,7 @@ def load_finetuned(path: str | Path) -> tuple[Classifier, Config, dict, Path]:
     return model, cfg, labels, file
 
 
-def _json_safe(value):
+def json_safe(value):
     """inf / nan (d_prime at AUC 1, say) -> null: the output stays strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -244,5 +244,5 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, views: int 
             distributed.teardown()
     if not d.is_main:
         return None
-    return {**{k: _json_safe(v) for k, v in metrics.items()}, "views": views,
+    return {**{k: json_safe(v) for k, v in metrics.items()}, "views": views,
             "checkpoint": str(file), "data": str(data)}

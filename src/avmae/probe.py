@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -36,7 +35,9 @@ from .classifier import FINETUNE_MODALITIES
 from .config import Config, ConfigError, build_config
 from .data.dataset import ClipDataset, build_dataset, build_loader
 from .data.manifest import label_columns
-from .evaluate import label_task, load_finetuned, score
+from .distributed import resolve_device
+from .embed import pooled_batches
+from .evaluate import json_safe, label_task, load_finetuned, score
 from .info import add_config_arguments
 from .model import AVMAE
 
@@ -143,11 +144,10 @@ def extract(encoder: FrozenEncoder, pooled: list[str], dataset: ClipDataset, cfg
     loader = build_loader(dataset, cfg, train=False, batch_size=batch_size, num_workers=workers)
     feats: torch.Tensor | None = None
     seen = torch.zeros(len(dataset), dtype=torch.bool)
-    for batch in loader:
-        if len(batch["index"]) == 0:  # every clip of the batch was unreadable
+    for batch, means in pooled_batches(encoder.model, loader, device, encoder.inputs):
+        if means is None:
             continue
-        tokens = encoder.model.forward_features(**{m: batch[m].to(device) for m in encoder.inputs})
-        z = torch.cat([tokens[m].float().mean(dim=1) for m in pooled], dim=1).cpu()   # (B, F)
+        z = torch.cat([means[m] for m in pooled], dim=1)                                # (B, F)
         if feats is None:
             feats = torch.zeros(len(dataset), z.shape[1])
         feats[batch["index"]] = z
@@ -224,10 +224,6 @@ def knn_scores(train_x: torch.Tensor, heads: list[tuple[str, torch.Tensor]], cla
     return torch.cat(out, dim=1)
 
 
-def json_safe(value):
-    """inf / nan (d_prime at AUC 1, say) -> null: the output stays strict JSON."""
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
 
 # ---- the command ----------------------------------------------------------------------------
 
@@ -253,8 +249,7 @@ def probe(run: str, data: str, val: str, *, modality: str | None = None, preset:
     train_set = build_dataset(data, data_cfg, train=False, label_column=column)
     val_set = build_dataset(val, data_cfg, train=False, label_column=column, vocab=train_set.vocab)
     classes = [len(train_set.vocab[c]) for c in label_columns(column)]
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device)
     encoder.model.to(dev)
     kwargs = dict(batch_size=batch_size, workers=workers, device=dev)
     train_x, train_ok = extract(encoder, pooled, train_set, data_cfg, **kwargs)
