@@ -15,9 +15,6 @@ import math
 import torch
 
 
-SINCOS_LAYOUTS = ("halves", "interleaved")
-
-
 def sincos_1d(positions: torch.Tensor, dim: int, layout: str = "halves") -> torch.Tensor:
     """(N,) positions -> (N, dim) with w_k = 10000^(-2k/dim) (Vaswani):
     halves [sin(p w_0), ..., sin(p w_{d/2-1}), cos(p w_0), ...]; interleaved [sin(p w_0), cos(p w_0), ...]."""
