@@ -506,7 +506,7 @@ def clips_in_copy(tiny_synth: Path, folder: Path, n: int) -> Path:
 
 def during_the_run(monkeypatch, at_step: int, change) -> None:
     """Call change() once, right after optimiser step `at_step` (between two epochs' batches)."""
-    from avmae import pretrain as pt
+    from avmae import training as pt  # the loop both stages share (training.train_loop)
     real = pt.log_step
 
     def log_step(log, d, train, budget, step, *args):

@@ -29,7 +29,6 @@ checkpoint with the best primary metric (top1 / mAP / action_top1) is kept as RU
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import json
 import math
@@ -42,20 +41,18 @@ from . import distributed
 from .augment import augment_spectrogram, mixup_modalities, one_hot, smooth_labels
 from .checkpoint import BEST_NAME, load_weights, save_best, writing
 from .classifier import build_classifier, param_groups_lrd
-from .config import Config, ConfigError, build_config, parse_overrides, set_value
+from .config import FINETUNE_INPUT, Config, ConfigError, build_config, parse_overrides, set_value
 from .data.dataset import build_dataset, build_loader, build_train_loader
 from .data.manifest import load_vocab, num_classes, save_vocab, select_columns
 from .evaluate import (KIND, PRIMARY_METRIC, checkpoint_metadata, dataset_config,
                        evaluate_model, head_sizes, label_task)
 from .info import add_config_arguments
 from .init_from_pretrained import init_classifier_from_avmae
-from .optimization import build_optimizer, lr_at, scaled_lr, set_lr
+from .optimization import build_optimizer, scaled_lr
 from .recipes import add_recipe_argument, recipe_overrides
-from .training import (FiniteWatch, RunLog, StopRequest, Throughput, add_run_dir_arguments,
-                       apply_gradients, autocast, claim_run_dir, count_clips, epoch_summary,
-                       is_log_step, load_resume, log_step, lr_summary, model_inputs,
-                       placeholder_batch, resolve_budget, save_training_checkpoint, step_seed,
-                       use_fast_math, wrap_model, write_config)
+from .training import (RunLog, add_run_dir_arguments, autocast, claim_run_dir, load_resume,
+                       lr_summary, model_inputs, resolve_budget, save_training_checkpoint,
+                       train_loop, use_fast_math, wrap_model, write_config)
 
 # Finetuning's recipe replaces the pretraining one the checkpoint carries (Table 16).
 FINETUNE_DEFAULTS = {
@@ -76,9 +73,7 @@ LOSS_KEYS = {"single": ["loss"], "multi": ["loss"], "verb_noun": ["loss", "loss_
 # The paper's pretraining input becomes its finetuning input (Table 16: 32 frames; official configs:
 # stride 2, the same 2.56 s at 25 fps). Other inputs (CPU presets, --set) are the user's and are kept.
 PRETRAIN_INPUT = {"data.num_frames": 16, "data.frame_stride": 4}
-FINETUNE_INPUT = {"data.num_frames": 32, "data.frame_stride": 2}
 PRETRAIN_KIND = "avmae_pretrain"
-AUGMENT_SALT = 0x5EED_A06  # keeps the augmentation stream apart from the dropout stream of a step
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -256,78 +251,40 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
               f"{'+'.join(map(str, classes))} classes) on {len(train_set)} clips, validating on "
               f"{len(val_set)}; {budget.total_steps} steps of global batch {budget.global_batch} "
               f"on {d.world_size} x {d.device.type}; {lr_summary(t, budget.global_batch, peak_lr)}")
-    stop = StopRequest()
-    finite = FiniteWatch(d.device)
-    speed = Throughput()
-    counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
     # One loader for the rest of the run (its workers live as long), from this step's batch on.
     batches = iter(build_train_loader(train_set, data_cfg, batch_size=t.batch_size, rank=d.rank,
                                       world_size=d.world_size, seed=t.seed,
                                       per_epoch=budget.steps_per_epoch * t.accum_steps,
                                       start=step * t.accum_steps,
                                       total=budget.total_steps * t.accum_steps))
-    model.train()
-    try:
-        while step < budget.total_steps:
-            epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
-            for _ in range(step_in_epoch, budget.steps_per_epoch):
-                if step >= budget.total_steps:
-                    break
-                lr = lr_at(step, budget.total_steps, budget.warmup_steps, peak_lr, t.min_lr)
-                set_lr(optimizer, lr)  # x each group's layer-wise lr_scale
-                # Stochastic depth draws from torch's global RNG; mixup and SpecAugment from their
-                # own CPU generator: both are functions of (seed, step, rank), so resume is exact.
-                torch.manual_seed(step_seed(t.seed, step, d.rank))
-                generator = torch.Generator().manual_seed(
-                    (step_seed(t.seed, step, d.rank) + AUGMENT_SALT) % 2**63)
-                losses = dict.fromkeys(LOSS_KEYS[task], 0.0)  # the same keys on every rank
-                for micro in range(t.accum_steps):
-                    batch = next(batches)
-                    count_clips(counts, batch, modalities)
-                    speed.add(len(batch["index"]))
-                    last_micro = micro == t.accum_steps - 1
-                    sync = ddp.no_sync() if d.enabled and not last_micro else contextlib.nullcontext()
-                    with sync:
-                        empty = len(batch["index"]) == 0  # every clip unreadable
-                        batch = placeholder_batch(batch) if empty else batch
-                        inputs = model_inputs(batch, modalities, d.device)
-                        targets = soft_targets(batch["label"].to(d.device, non_blocking=True), task,
-                                               classes)
-                        if "audio" in inputs:
-                            inputs["audio"] = augment_spectrogram(inputs["audio"], f, generator)
-                        inputs, targets, _, _ = mixup_modalities(inputs, targets, f.mixup_alpha,
-                                                                 generator)
-                        targets = {m: smooth(x, f.label_smoothing) for m, x in targets.items()}
-                        with autocast(t.amp, d.device):
-                            logits = forward(**inputs, per_modality=True)
-                        loss, parts = per_modality_loss(logits, targets, task)
-                        loss = loss * (0.0 if empty else 1.0)
-                        finite.observe(loss, step + 1)
-                        (loss / t.accum_steps).backward()
-                    for k, v in {"loss": loss, **parts}.items():  # tensors: read at log steps only
-                        losses[k] = losses[k] + v.detach() / t.accum_steps
-                apply_gradients(model, optimizer, t.clip_grad)
-                step += 1
-                log_now = is_log_step(t, budget, step)
-                save_now = step % t.checkpoint_every == 0 or step == budget.total_steps
-                stop_now = stop.agreed(d, log_now or save_now)
-                if log_now or save_now or stop_now:
-                    finite.check(d, run_dir)
-                log_step(log, d, t, budget, step, epoch, lr, losses, speed)
-                if save_now or stop_now:
-                    # A stop request (preemption) saves at once; validation waits for the resume.
-                    scores = None if stop_now else _validate(model, val_set, data_cfg, task, classes,
-                                                             step, epoch, d, log)
-                    best = _checkpoint(run_dir, step, model, cfg, optimizer, epoch, metadata, best,
-                                       scores, metric, d, log)
-                if stop_now:
-                    log.print(f"stopped at step {step}; resume with --resume")
-                    return run_dir
-            if step % budget.steps_per_epoch == 0 or step == budget.total_steps:
-                epoch_summary(counts, epoch, d, log)
-    finally:
-        stop.restore()
-        log.close()
+
+    def micro_step(batch: dict, empty: bool, step: int, generator) -> tuple[torch.Tensor, dict]:
+        inputs = model_inputs(batch, modalities, d.device)
+        targets = soft_targets(batch["label"].to(d.device, non_blocking=True), task, classes)
+        if "audio" in inputs:
+            inputs["audio"] = augment_spectrogram(inputs["audio"], f, generator)
+        inputs, targets, _, _ = mixup_modalities(inputs, targets, f.mixup_alpha, generator)
+        targets = {m: smooth(x, f.label_smoothing) for m, x in targets.items()}
+        with autocast(t.amp, d.device):
+            logits = forward(**inputs, per_modality=True)
+        loss, parts = per_modality_loss(logits, targets, task)
+        loss = loss * (0.0 if empty else 1.0)
+        return loss, {"loss": loss, **parts}
+
+    def save(step: int, epoch: int, stopping: bool) -> None:
+        nonlocal best
+        # A stop request (preemption) saves at once; validation waits for the resume.
+        scores = None if stopping else _validate(model, val_set, data_cfg, task, classes, step,
+                                                 epoch, d, log)
+        best = _checkpoint(run_dir, step, model, cfg, optimizer, epoch, metadata, best, scores,
+                           metric, d, log)
+
+    stopped = train_loop(t=t, d=d, budget=budget, run_dir=run_dir, model=model, ddp=ddp,
+                         optimizer=optimizer, peak_lr=peak_lr, step=step, batches=batches, log=log,
+                         modalities=modalities, loss_keys=LOSS_KEYS[task], micro_step=micro_step,
+                         save=save)
+    if stopped:
+        return run_dir
     if d.is_main:
         from .visualize import loss_curve
         with writing(run_dir / "loss_curve.png", run_dir):

@@ -10,7 +10,6 @@ one CPU, one GPU, or many processes under torchrun (DDP). Checkpoints are atomic
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 
 import torch
@@ -22,13 +21,11 @@ from .data.dataset import build_dataset, build_loader, build_train_loader
 from .info import add_config_arguments
 from .masking import sample_noise
 from .model import AVMAE
-from .optimization import build_optimizer, lr_at, param_groups_weight_decay, scaled_lr, set_lr
+from .optimization import build_optimizer, param_groups_weight_decay, scaled_lr
 from .recipes import add_recipe_argument, recipe_overrides
-from .training import (FiniteWatch, RunLog, StopRequest, Throughput, add_run_dir_arguments,
-                       apply_gradients, autocast, claim_run_dir, count_clips, epoch_summary,
-                       is_log_step, load_resume, log_step, lr_summary, model_inputs,
-                       placeholder_batch, resolve_budget, save_training_checkpoint, step_seed,
-                       use_fast_math, wrap_model, write_config)
+from .training import (RunLog, add_run_dir_arguments, autocast, claim_run_dir, load_resume,
+                       lr_summary, model_inputs, resolve_budget, save_training_checkpoint,
+                       train_loop, use_fast_math, wrap_model, write_config)
 
 KIND = "avmae_pretrain"
 MODALITY_SEED = {"audio": 1, "video": 2}
@@ -140,67 +137,31 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
               f"{cfg.model.objective} objective on {len(dataset)} clips; {budget.total_steps} steps "
               f"of global batch {budget.global_batch} on {d.world_size} x {d.device.type}; "
               f"{lr_summary(t, budget.global_batch, peak_lr)}")
-    stop = StopRequest()
-    finite = FiniteWatch(d.device)
-    speed = Throughput()
-    counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
     # One loader for the rest of the run (its workers live as long), from this step's batch on.
     batches = iter(build_train_loader(dataset, cfg, batch_size=t.batch_size, rank=d.rank,
                                       world_size=d.world_size, seed=t.seed,
                                       per_epoch=budget.steps_per_epoch * t.accum_steps,
                                       start=step * t.accum_steps,
                                       total=budget.total_steps * t.accum_steps))
-    model.train()
-    try:
-        while step < budget.total_steps:
-            epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
-            for _ in range(step_in_epoch, budget.steps_per_epoch):
-                if step >= budget.total_steps:
-                    break
-                lr = lr_at(step, budget.total_steps, budget.warmup_steps, peak_lr, t.min_lr)
-                set_lr(optimizer, lr)
-                torch.manual_seed(step_seed(t.seed, step, d.rank))
-                losses = {"loss": 0.0, **{f"loss_{m}": 0.0 for m in modalities}}  # tensors after a step
-                for micro in range(t.accum_steps):
-                    batch = next(batches)
-                    count_clips(counts, batch, modalities)
-                    speed.add(len(batch["index"]))
-                    last_micro = micro == t.accum_steps - 1
-                    sync = ddp.no_sync() if d.enabled and not last_micro else contextlib.nullcontext()
-                    empty = len(batch["index"]) == 0
-                    batch = placeholder_batch(batch) if empty else batch
-                    with sync:
-                        inputs = model_inputs(batch, modalities, d.device)
-                        noise = model_inputs(masking_noise(model, inputs, batch["index"], t.seed, step),
-                                             modalities, d.device)
-                        present = model_inputs({m: batch[f"has_{m}"] for m in modalities}, modalities,
-                                               d.device)
-                        with autocast(t.amp, d.device):
-                            result = forward(**inputs, noise=noise, present=present)
-                        loss = result["loss"] * (0.0 if empty else 1.0)
-                        finite.observe(loss, step + 1)
-                        (loss / t.accum_steps).backward()
-                    for k in losses:
-                        if k in result:
-                            losses[k] = losses[k] + result[k].detach() / t.accum_steps
-                apply_gradients(model, optimizer, t.clip_grad)
-                step += 1
-                log_now = is_log_step(t, budget, step)
-                save_now = step % t.checkpoint_every == 0 or step == budget.total_steps
-                stop_now = stop.agreed(d, log_now or save_now)
-                if log_now or save_now or stop_now:
-                    finite.check(d, run_dir)
-                log_step(log, d, t, budget, step, epoch, lr, losses, speed)
-                if save_now or stop_now:
-                    _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch)
-                if stop_now:
-                    log.print(f"stopped at step {step}; resume with --resume")
-                    return run_dir
-            if step % budget.steps_per_epoch == 0 or step == budget.total_steps:
-                epoch_summary(counts, epoch, d, log)
-    finally:
-        stop.restore()
-        log.close()
+
+    def micro_step(batch: dict, empty: bool, step: int, generator) -> tuple[torch.Tensor, dict]:
+        inputs = model_inputs(batch, modalities, d.device)
+        noise = model_inputs(masking_noise(model, inputs, batch["index"], t.seed, step),
+                             modalities, d.device)
+        present = model_inputs({m: batch[f"has_{m}"] for m in modalities}, modalities, d.device)
+        with autocast(t.amp, d.device):
+            result = forward(**inputs, noise=noise, present=present)
+        return result["loss"] * (0.0 if empty else 1.0), result
+
+    def save(step: int, epoch: int, stopping: bool) -> None:
+        _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch)
+
+    stopped = train_loop(t=t, d=d, budget=budget, run_dir=run_dir, model=model, ddp=ddp,
+                         optimizer=optimizer, peak_lr=peak_lr, step=step, batches=batches, log=log,
+                         modalities=modalities, loss_keys=["loss", *(f"loss_{m}" for m in modalities)],
+                         micro_step=micro_step, save=save)
+    if stopped:
+        return run_dir
     if d.is_main:
         from .visualize import loss_curve
         with writing(run_dir / "loss_curve.png", run_dir):

@@ -45,6 +45,7 @@ from .checkpoint import (StorageError, last_checkpoint, load_checkpoint, newest_
                          save_checkpoint, storage_message, writing)
 from .config import Config, ConfigError, RunError, TrainConfig
 from .distributed import Dist, all_reduce_min, all_reduce_sum
+from .optimization import lr_at, set_lr
 from .transformer import set_grad_checkpointing
 
 
@@ -541,3 +542,73 @@ def epoch_summary(counts: dict, epoch: int, d: Dist, log: RunLog) -> None:
                   f"{record['filled_audio']} without audio and {record['filled_video']} without video filled")
     for k in keys:
         counts[k] = 0
+
+
+# --- The loop both stages run ---------------------------------------------------------------------
+AUGMENT_SALT = 0x5EED_A06  # keeps a step's augmentation stream apart from its dropout stream
+
+
+def train_loop(*, t: TrainConfig, d: Dist, budget: Budget, run_dir: Path, model, ddp, optimizer,
+               peak_lr: float, step: int, batches, log: RunLog, modalities: list[str],
+               loss_keys: list[str], micro_step, save) -> bool:
+    """The skeleton of pretraining and finetuning: epochs of steps from `step` on, the lr
+    schedule, per-step seeds, gradient accumulation over `t.accum_steps` micro-batches (DDP
+    syncs on the last), clip counts, the non-finite watch, logging, checkpoints and stop requests.
+
+    micro_step(batch, empty, step, generator) -> (loss, report) computes one micro-batch's loss
+    (already zero for an all-unreadable placeholder batch, `empty`) and the tensors to log; the
+    loop runs its backward. `generator` is the step's own CPU generator for augmentation.
+    save(step, epoch, stopping) writes a checkpoint. Returns True when a stop request ended
+    the run early (its checkpoint saved), False once every step is done.
+    """
+    stop, finite, speed = StopRequest(), FiniteWatch(d.device), Throughput()
+    counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
+    model.train()
+    try:
+        while step < budget.total_steps:
+            epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
+            for _ in range(step_in_epoch, budget.steps_per_epoch):
+                if step >= budget.total_steps:
+                    break
+                lr = lr_at(step, budget.total_steps, budget.warmup_steps, peak_lr, t.min_lr)
+                set_lr(optimizer, lr)  # x each group's lr_scale (layer-wise decay in finetuning)
+                # Stochastic depth and dropout draw from torch's global RNG, augmentation from its
+                # own CPU generator: both are functions of (seed, step, rank), so resume is exact.
+                torch.manual_seed(step_seed(t.seed, step, d.rank))
+                generator = torch.Generator().manual_seed(
+                    (step_seed(t.seed, step, d.rank) + AUGMENT_SALT) % 2**63)
+                losses = dict.fromkeys(loss_keys, 0.0)  # the same keys on every rank; tensors after
+                for micro in range(t.accum_steps):
+                    batch = next(batches)
+                    count_clips(counts, batch, modalities)
+                    speed.add(len(batch["index"]))
+                    last_micro = micro == t.accum_steps - 1
+                    sync = ddp.no_sync() if d.enabled and not last_micro else contextlib.nullcontext()
+                    empty = len(batch["index"]) == 0  # every clip unreadable
+                    batch = placeholder_batch(batch) if empty else batch
+                    with sync:
+                        loss, report = micro_step(batch, empty, step, generator)
+                        finite.observe(loss, step + 1)
+                        (loss / t.accum_steps).backward()
+                    for k in losses:  # tensors: read at log steps only
+                        if k in report:
+                            losses[k] = losses[k] + report[k].detach() / t.accum_steps
+                apply_gradients(model, optimizer, t.clip_grad)
+                step += 1
+                log_now = is_log_step(t, budget, step)
+                save_now = step % t.checkpoint_every == 0 or step == budget.total_steps
+                stop_now = stop.agreed(d, log_now or save_now)
+                if log_now or save_now or stop_now:
+                    finite.check(d, run_dir)
+                log_step(log, d, t, budget, step, epoch, lr, losses, speed)
+                if save_now or stop_now:
+                    save(step, epoch, stop_now)
+                if stop_now:
+                    log.print(f"stopped at step {step}; resume with --resume")
+                    return True
+            if step % budget.steps_per_epoch == 0 or step == budget.total_steps:
+                epoch_summary(counts, epoch, d, log)
+    finally:
+        stop.restore()
+        log.close()
+    return False
