@@ -62,8 +62,11 @@ def test_fast_quickstart_runs_every_stage_and_writes_results(tmp_path, capsys):
     # pretraining saw every training clip, finetuning only the labelled subset
     assert f"--data {out / 'shards' / 'labelled'}" in printed
     assert re.search(rf"avmae pretrain .*--data {out / 'shards' / 'train'} ", printed)
-    meta = {s: json.loads((out / "shards" / s / "meta.json").read_text()) for s in ("train", "labelled")}
+    meta = {s: json.loads((out / "shards" / s / "meta.json").read_text())
+            for s in ("train", "labelled", "test")}
     assert meta["labelled"]["clips"] == 8 * quickstart.FAST.labelled_per_class < meta["train"]["clips"]
+    assert meta["test"]["clips"] == quickstart.FAST.test_clips
+    assert meta["train"]["clips"] == quickstart.FAST.clips - quickstart.FAST.test_clips
     log = (runs / "avmae_av" / "metrics.jsonl").read_text()
     assert str(runs / "avmae") in printed and "val_top1" in log
 
@@ -123,3 +126,17 @@ def test_out_dir_checks(tmp_path):
         quickstart.check_out_dir(tmp_path / "old", overwrite=False)
     quickstart.check_out_dir(tmp_path / "old", overwrite=True)
     assert not (tmp_path / "old" / "runs").exists()
+
+
+def test_a_test_split_as_large_as_the_dataset_is_refused_in_one_line(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "--clips", "400"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--test-clips 400" in err
+    assert not (tmp_path / "qs" / "data").exists()
+
+
+def test_the_default_split_is_304_training_and_400_test_clips():
+    from avmae.synth import split_plan
+    plan = quickstart.Plan()
+    _, is_test = split_plan(plan.clips, 0, plan.test_fraction)
+    assert (int(is_test.sum()), int((~is_test).sum())) == (400, 304)

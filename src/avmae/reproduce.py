@@ -1,8 +1,8 @@
 """`avmae reproduce TABLE`: run the grid of one of the paper's ablation tables at a chosen scale.
 
-    avmae reproduce 3 [--data DIR] [--out OUT] [--preset tiny-4l-cpu] [--pretrain-steps N]
-                      [--finetune-steps N] [--labelled-per-class N] [--set key=value ...]
-                      [--finetune-set key=value ...]
+    avmae reproduce 3 [--data DIR] [--out OUT] [--seed S] [--preset tiny-4l-cpu]
+                      [--pretrain-steps N] [--finetune-steps N] [--labelled-per-class N]
+                      [--set key=value ...] [--finetune-set key=value ...]
 
 For every row of the table an AV-MAE is pretrained with the row's settings (`avmae pretrain`), then
 finetuned the way the table reports (`avmae finetune`: audio-only AST, video-only ViViT and/or
@@ -24,8 +24,10 @@ finetuning continues from its checkpoint, so a stopped run continues where it st
     13     S, joint layers of mid-fusion                av                   shared decoder
 
 Data: `--data DIR` holding the manifests DIR/train.csv and DIR/test.csv (`avmae quickstart`'s
-DIR/data, or your own), prepared into OUT/shards; without --data the synthetic dataset is generated
-into OUT/data. As in the quickstart, pretraining uses every training clip without its label and
+DIR/data, or your own), prepared into OUT/shards; without --data the quickstart's synthetic dataset
+(304 training and 400 test clips) is generated into OUT/data. --seed seeds that dataset and every
+pretraining and finetuning run (train.seed), as the quickstart's --seed does: the AV-MAE row of
+table 3 is then the quickstart's AV-MAE row of the same seed. As in the quickstart, pretraining uses every training clip without its label and
 finetuning the labels of the first --labelled-per-class clips of each class (0: all of them).
 
 Rows the paper lists but the chosen model cannot have (for example S = 4 joint layers in a 4-layer
@@ -49,8 +51,8 @@ from pathlib import Path
 
 from .checkpoint import step_checkpoints, step_name, writing
 from .config import ConfigError, PRESETS, build_config
-from .quickstart import (FINETUNE_RECIPE, PRETRAIN_RECIPE, avmae, evaluate_last, labelled_subset,
-                         set_args)
+from .quickstart import (FINETUNE_RECIPE, PRETRAIN_RECIPE, Plan, avmae, evaluate_last, labelled_subset,
+                         set_args, synth_args)
 from .training import claim_run_dir
 
 COLUMN_TITLES = {"audio": "Audio-only", "video": "Video-only", "av": "Audiovisual"}
@@ -81,9 +83,11 @@ class Scale:
     overrides: list[str]
     finetune_overrides: list[str]
     data: str | None
+    seed: int = 0
 
     def command(self, number: int) -> str:
         return (f"avmae reproduce {number}" + (f" --data {self.data}" if self.data else "")
+                + f" --seed {self.seed}"
                 + f" --preset {self.preset} --pretrain-steps {self.pretrain_steps} --finetune-steps "
                 f"{self.finetune_steps} --labelled-per-class {self.labelled_per_class}"
                 + "".join(f" --set {s}" for s in self.overrides)
@@ -145,10 +149,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a folder with train.csv and test.csv (default: generate the synthetic "
                              "dataset into OUT/data)")
     parser.add_argument("--out", default=None, help="results folder (default ./reproduce)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the synthetic dataset and of every run (default %(default)s)")
     parser.add_argument("--preset", default="tiny-4l-cpu", help="model and input sizes (default %(default)s)")
     parser.add_argument("--pretrain-steps", type=int, default=600, help="per row (default %(default)s)")
     parser.add_argument("--finetune-steps", type=int, default=300, help="per cell (default %(default)s)")
-    parser.add_argument("--clips", type=int, default=400, help="synthetic clips when --data is not given")
+    parser.add_argument("--clips", type=int, default=Plan.clips,
+                        help="synthetic clips when --data is not given (default %(default)s, of which "
+                             f"{Plan.test_clips} test clips as in the quickstart)")
     parser.add_argument("--labelled-per-class", type=int, default=12,
                         help="finetune on the first N training clips of each class (pretraining uses "
                              "them all, unlabelled); 0: every training clip (default %(default)s)")
@@ -168,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
               pretrain_steps=args.pretrain_steps, finetune_steps=args.finetune_steps,
               overrides=args.overrides, finetune_overrides=args.finetune_overrides, clips=args.clips,
               labelled_per_class=args.labelled_per_class, resume=args.resume,
-              overwrite=args.overwrite)
+              overwrite=args.overwrite, seed=args.seed)
     return 0
 
 
@@ -193,7 +201,8 @@ def find_data(data: str | None, out: Path, preset: str, overrides: list[str], cl
     else:
         manifests = out / "data"
         if not (manifests / "test.csv").exists():
-            avmae(["synth", str(manifests), "--clips", str(clips), "--seed", str(seed)])
+            test = Plan.test_clips if clips > Plan.test_clips else max(1, clips // 4)
+            avmae(synth_args(manifests, clips, round(test / clips, 4), seed))
     csvs = {"train": manifests / "train.csv", "test": manifests / "test.csv"}
     shards = out / "shards"
     if labelled_per_class > 0:
@@ -220,8 +229,8 @@ def _slug(label: str) -> str:
 def reproduce(number: int, *, data: str | None = None, out: Path = Path("reproduce"),
               preset: str = "tiny-4l-cpu", pretrain_steps: int = 600, finetune_steps: int = 300,
               overrides: list[str] | None = None, finetune_overrides: list[str] | None = None,
-              clips: int = 400, labelled_per_class: int = 12, resume: bool = False,
-              overwrite: bool = False) -> dict:
+              clips: int = Plan.clips, labelled_per_class: int = 12, resume: bool = False,
+              overwrite: bool = False, seed: int = 0) -> dict:
     """Run table `number`'s grid; returns {row label: {column: accuracy % | None}}. An `out`
     holding this table is continued (resume=True) or replaced (overwrite=True), else refused."""
     if number not in TABLES:
@@ -235,7 +244,7 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
         raise ConfigError("--labelled-per-class must be >= 0 (0: every training clip)")
     overrides, finetune_overrides = list(overrides or []), list(finetune_overrides or [])
     scale = Scale(preset, pretrain_steps, finetune_steps, labelled_per_class, overrides,
-                  finetune_overrides, data)
+                  finetune_overrides, data, seed)
     table = TABLES[number]
     build_config(preset, [*table.sets, *overrides])  # a bad --set fails now, not after an hour
     # The table's own files: its results and the runs of its rows (the prepared data is shared).
@@ -251,19 +260,20 @@ def reproduce(number: int, *, data: str | None = None, out: Path = Path("reprodu
                                   f"`{stored.get('command')}`; to run it at another scale choose "
                                   "another --out (or replace it with --overwrite)")
         return _reproduce(number, table, scale, data, out, preset, pretrain_steps, finetune_steps,
-                          overrides, finetune_overrides, clips, labelled_per_class)
+                          overrides, finetune_overrides, clips, labelled_per_class, seed)
 
 
 def _reproduce(number: int, table: Table, scale: Scale, data: str | None, out: Path, preset: str,
                pretrain_steps: int, finetune_steps: int, overrides: list[str],
-               finetune_overrides: list[str], clips: int, labelled_per_class: int) -> dict:
+               finetune_overrides: list[str], clips: int, labelled_per_class: int, seed: int) -> dict:
     start = time.perf_counter()
-    train, labelled, test = find_data(data, out, preset, overrides, clips, labelled_per_class)
+    train, labelled, test = find_data(data, out, preset, overrides, clips, labelled_per_class, seed)
+    seeded = [f"train.seed={seed}"]          # before the overrides: an explicit train.seed wins
 
     results: dict[str, dict[str, float | None]] = {}
     notes: dict[str, str] = {}
     for i, row in enumerate(table.rows, 1):
-        sets = [*PRETRAIN_RECIPE, *table.sets, *overrides, *row.sets]  # the row's own setting wins
+        sets = [*PRETRAIN_RECIPE, *seeded, *table.sets, *overrides, *row.sets]  # the row's own wins
         print(f"\n=== table {number}, row {i}/{len(table.rows)}: {row.label} "
               f"({time.perf_counter() - start:.0f} s so far)", flush=True)
         why = impossible(preset, sets)
@@ -282,7 +292,7 @@ def _reproduce(number: int, table: Table, scale: Scale, data: str | None, out: P
         results[row.label] = {}
         for column in table.columns:
             results[row.label][column] = _cell(row_dir, pretrained, column, labelled, test,
-                                               finetune_steps, finetune_overrides)
+                                               finetune_steps, [*seeded, *finetune_overrides])
         _write(number, table, results, notes, out, scale, time.perf_counter() - start)
     path = _write(number, table, results, notes, out, scale, time.perf_counter() - start)
     print("\n" + path.read_text(), flush=True)
