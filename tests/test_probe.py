@@ -146,3 +146,38 @@ def test_bad_input_exits_2_with_one_line(case, pre, tiny_synth, tmp_path, capsys
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("avmae probe: error:") and expect in err[0], err
     assert captured.out == ""
+
+
+def _pretrain_argv(tiny_synth, out, *extra):
+    sets = [a for s in TINY + ["train.steps=2", "train.checkpoint_every=1", "train.batch_size=4",
+                               "train.figure_clips=0"] for a in ("--set", s)]
+    return ["pretrain", "--preset", "tiny-4l-cpu", "--data", str(tiny_synth / "train.csv"),
+            "--out", str(out), *sets, *extra]
+
+
+def test_pretraining_logs_the_knn_monitor_at_each_checkpoint_as_probe_scores_it(tiny_synth, tmp_path,
+                                                                                capsys):
+    """The monitor's number at the last checkpoint is `avmae probe`'s k-NN of that checkpoint: the
+    same features of the same clips, read from the model in training (put back in eval mode) and
+    from the saved weights."""
+    data, val = str(tiny_synth / "train.csv"), str(tiny_synth / "test.csv")
+    out = tmp_path / "pre"
+    assert main(_pretrain_argv(tiny_synth, out, "--knn-data", data, "--knn-val", val)) == 0
+    assert "k-NN monitor on" in capsys.readouterr().out
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    knn = {r["step"]: r for r in records if "knn_top1" in r}
+    assert sorted(knn) == [1, 2]
+    test_clips = len((tiny_synth / "test.csv").read_text().splitlines()) - 1
+    assert knn[2]["knn_clips_evaluated"] == test_clips > 0
+    assert knn[2]["knn_top1"] == probe(str(out), data, val)["knn"]["top1"]
+
+
+@pytest.mark.parametrize("case", ["alone", "no_labels"])
+def test_a_bad_knn_monitor_is_refused_before_training(case, tiny_synth, tmp_path, capsys):
+    data = str(tiny_synth / "train.csv")
+    extra = ["--knn-data", data] if case == "alone" else \
+        ["--knn-data", data, "--knn-val", str(paths_only(tiny_synth, tmp_path))]
+    assert main(_pretrain_argv(tiny_synth, tmp_path / "pre", *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("go together" if case == "alone" else "no 'label' column") in err[0], err
+    assert not list((tmp_path / "pre").glob("checkpoints/step_*"))

@@ -41,10 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from the weights of an AV-MAE pretraining checkpoint (e.g. an "
                              "`avmae import-scenic` run) on your data: its config, a fresh optimiser")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    parser.add_argument("--knn-data", metavar="LABELLED",
+                        help="with --knn-val: at each checkpoint, log the k-NN top-1 of the frozen "
+                             "features (labelled clips of LABELLED as the bank, scored on --knn-val; "
+                             "`avmae probe`'s k-NN) to metrics.jsonl and the console")
+    parser.add_argument("--knn-val", metavar="VAL", help="labelled clips the k-NN monitor scores")
 
 
 def run(args: argparse.Namespace) -> int:
     init = None
+    if (args.knn_data is None) != (args.knn_val is None):
+        raise ConfigError("--knn-data and --knn-val go together: the labelled bank and the clips it scores")
     if args.resume:
         if args.init:
             raise ConfigError("--init starts a new run and --resume continues one: give one of them")
@@ -66,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--preset is required (see `avmae presets`), unless --resume or --init")
         cfg = build_config(args.preset, args.overrides,
                            recipe=recipe_overrides(args.recipe, "pretrain"))
+    knn = (args.knn_data, args.knn_val) if args.knn_data is not None else None
     pretrain(cfg, args.data, args.out, resume=args.resume, overwrite=args.overwrite,
-             device=args.device, overrides=args.overrides, init=init)
+             device=args.device, overrides=args.overrides, init=init, knn=knn)
     return 0
 
 
@@ -86,11 +94,12 @@ def masking_noise(model: AVMAE, inputs: dict, indices: torch.Tensor, seed: int, 
 
 def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False,
              overwrite: bool = False, device: str = "auto", overrides: list[str] | None = None,
-             init: dict[str, torch.Tensor] | None = None) -> Path:
+             init: dict[str, torch.Tensor] | None = None, knn: tuple[str, str] | None = None) -> Path:
     """Pretrain into the run folder `out`: a new one, or with resume=True the run it holds
     (continued from its newest checkpoint that verifies), or with overwrite=True a new run
     replacing it. Another process writing `out` at the same time is refused. `init` (a state dict)
-    starts a new run from given weights at step 0."""
+    starts a new run from given weights at step 0. `knn` (labelled bank, scored clips) adds the
+    k-NN monitor (probe.KnnMonitor) at each checkpoint."""
     run_dir = Path(out)
     if not Path(data).exists():
         raise ConfigError(f"--data '{data}' does not exist: give a CSV manifest or a shards folder "
@@ -102,12 +111,13 @@ def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False,
             cfg = build_config(None, overrides, base=cfg)
         d = distributed.setup(device)
         try:
-            return _pretrain(cfg, data, run_dir, d, weights, state, init)
+            return _pretrain(cfg, data, run_dir, d, weights, state, init, knn)
         finally:
             distributed.teardown()
 
 
-def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weights, state, init=None) -> Path:
+def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weights, state, init=None,
+              knn: tuple[str, str] | None = None) -> Path:
     t = cfg.train
     torch.manual_seed(t.seed)  # identical initial weights on every rank
     model = AVMAE(cfg.model).to(d.device)
@@ -132,6 +142,10 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
     if d.is_main:
         write_config(run_dir, cfg)
     figure_batch = _figure_batch(data, cfg) if d.is_main and t.figure_clips > 0 else None
+    monitor = None
+    if knn is not None and d.is_main:
+        from .probe import KnnMonitor
+        monitor = KnnMonitor(*knn, cfg, d.device)
     log = RunLog(run_dir, d.is_main, budget.total_steps, step, "pretrain")
     log.print(f"pretraining {cfg.model.encoder} encoder / {cfg.model.decoder} decoder, "
               f"{cfg.model.objective} objective on {len(dataset)} clips; {budget.total_steps} steps "
@@ -154,7 +168,7 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
         return result["loss"] * (0.0 if empty else 1.0), result
 
     def save(step: int, epoch: int, stopping: bool) -> None:
-        _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch)
+        _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch, monitor)
 
     stopped = train_loop(t=t, d=d, budget=budget, run_dir=run_dir, model=model, ddp=ddp,
                          optimizer=optimizer, peak_lr=peak_lr, step=step, batches=batches, log=log,
@@ -174,9 +188,14 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
 
 
 
-def _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch) -> None:
+def _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch, monitor) -> None:
     if d.is_main:
         path = save_training_checkpoint(run_dir, step, model, cfg, KIND, optimizer, {"epoch": epoch})
+        if monitor is not None:
+            knn = monitor(model)
+            log.write({"step": step, **knn})
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in knn.items() if isinstance(v, float))
+            log.print(f"step {step}: k-NN monitor on {monitor.val}: {shown}")
         if figure_batch is not None:
             from .visualize import reconstruction_figure
             fig = run_dir / "figures" / f"reconstruction_step{step:07d}.png"

@@ -225,6 +225,47 @@ def knn_scores(train_x: torch.Tensor, heads: list[tuple[str, torch.Tensor]], cla
 
 
 
+class KnnMonitor:
+    """`avmae pretrain --knn-data LABELLED --knn-val VAL`: the k-NN top-1 of the model's frozen
+    features (every modality it encodes, as `avmae probe` pools them) at each checkpoint, the
+    labelled clips as the bank, scored on VAL. It chooses nothing: it shows a long run's
+    representation improving without a finetune. The label column is finetune.label_column."""
+
+    def __init__(self, data: str, val: str, cfg: Config, device: torch.device, k: int = K_NEIGHBOURS):
+        for flag, path in (("--knn-data", data), ("--knn-val", val)):
+            if not Path(path).exists():
+                raise ConfigError(f"{flag} '{path}' does not exist: give a labelled CSV manifest or "
+                                  "shards folder")
+        self.column = cfg.finetune.label_column
+        label_columns(self.column)
+        self.task, self.cfg, self.device, self.k, self.val = label_task(self.column), cfg, device, k, val
+        self.bank = build_dataset(data, cfg, train=False, label_column=self.column)
+        self.queries = build_dataset(val, cfg, train=False, label_column=self.column,
+                                     vocab=self.bank.vocab)
+        self.classes = [len(self.bank.vocab[c]) for c in label_columns(self.column)]
+
+    @torch.no_grad()
+    def __call__(self, model: torch.nn.Module) -> dict:
+        """{"knn_<metric>": value, ...} of `model` (an AVMAE) as it is now; its train/eval mode
+        is restored."""
+        was_training = model.training
+        model.eval()
+        try:
+            encoder = FrozenEncoder(model, list(model.modalities), PRETRAIN_KIND, self.cfg, None)
+            kwargs = dict(batch_size=self.cfg.train.batch_size, workers=0, device=self.device)
+            bank_x, bank_ok = extract(encoder, encoder.inputs, self.bank, self.cfg, **kwargs)
+            val_x, val_ok = extract(encoder, encoder.inputs, self.queries, self.cfg, **kwargs)
+        finally:
+            model.train(was_training)
+        heads = targets_of(self.bank.labels[bank_ok], self.task, self.classes)
+        scores = knn_scores(bank_x[bank_ok], heads, self.classes, val_x, k=self.k)
+        try:
+            metrics = score(scores, val_ok, self.queries.labels, self.task, self.classes)
+        except ValueError as err:
+            raise ConfigError(f"cannot score the k-NN monitor on '{self.val}': {err}") from None
+        return {f"knn_{key}": json_safe(v) for key, v in metrics.items()}
+
+
 # ---- the command ----------------------------------------------------------------------------
 
 def probe(run: str, data: str, val: str, *, modality: str | None = None, preset: str | None = None,
