@@ -27,8 +27,9 @@ Data: `--data DIR` holding the manifests DIR/train.csv and DIR/test.csv (`avmae 
 DIR/data, or your own), prepared into OUT/shards; without --data the quickstart's synthetic dataset
 (304 training and 400 test clips) is generated into OUT/data. --seed seeds that dataset and every
 pretraining and finetuning run (train.seed), as the quickstart's --seed does: the AV-MAE row of
-table 3 is then the quickstart's AV-MAE row of the same seed. As in the quickstart, pretraining uses every training clip without its label and
-finetuning the labels of the first --labelled-per-class clips of each class (0: all of them).
+table 3 is then the quickstart's AV-MAE row of the same seed. As in the quickstart, pretraining
+uses every training clip without its label and finetuning the labels of the first
+--labelled-per-class clips of each class (0: all of them).
 
 Rows the paper lists but the chosen model cannot have (for example S = 4 joint layers in a 4-layer
 encoder, which leaves no separate layer) are marked impossible and skipped, with the reason.
@@ -155,8 +156,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrain-steps", type=int, default=600, help="per row (default %(default)s)")
     parser.add_argument("--finetune-steps", type=int, default=300, help="per cell (default %(default)s)")
     parser.add_argument("--clips", type=int, default=Plan.clips,
-                        help="synthetic clips when --data is not given (default %(default)s, of which "
-                             f"{Plan.test_clips} test clips as in the quickstart)")
+                        help="synthetic clips when --data is not given (default %(default)s: the "
+                             f"quickstart's {Plan.clips - Plan.test_clips} training and {Plan.test_clips} "
+                             "test clips; other counts keep its test fraction)")
     parser.add_argument("--labelled-per-class", type=int, default=12,
                         help="finetune on the first N training clips of each class (pretraining uses "
                              "them all, unlabelled); 0: every training clip (default %(default)s)")
@@ -201,8 +203,7 @@ def find_data(data: str | None, out: Path, preset: str, overrides: list[str], cl
     else:
         manifests = out / "data"
         if not (manifests / "test.csv").exists():
-            test = Plan.test_clips if clips > Plan.test_clips else max(1, clips // 4)
-            avmae(synth_args(manifests, clips, round(test / clips, 4), seed))
+            avmae(synth_args(manifests, clips, Plan().test_fraction, seed))
     csvs = {"train": manifests / "train.csv", "test": manifests / "test.csv"}
     shards = out / "shards"
     if labelled_per_class > 0:
