@@ -159,6 +159,25 @@ def extract(encoder: FrozenEncoder, pooled: list[str], dataset: ClipDataset, cfg
 
 # ---- the two probes -------------------------------------------------------------------------
 
+def labelled_sets(data: str, val: str, cfg: Config, column: str
+                  ) -> tuple[ClipDataset, ClipDataset, list[int]]:
+    """(the labelled clips the heads are fitted on, the clips they score, classes per label
+    column): evaluation views, the scored clips in the fitted clips' vocabulary."""
+    train_set = build_dataset(data, cfg, train=False, label_column=column)
+    val_set = build_dataset(val, cfg, train=False, label_column=column, vocab=train_set.vocab)
+    return train_set, val_set, [len(train_set.vocab[c]) for c in label_columns(column)]
+
+
+def scored(scores: torch.Tensor, val_ok: torch.Tensor, val_set: ClipDataset, task: str,
+           classes: list[int], val: str) -> dict:
+    """evaluate's metrics of `scores` on the readable clips of `val_set`, JSON-ready."""
+    try:
+        metrics = score(scores, val_ok, val_set.labels, task, classes)
+    except ValueError as err:
+        raise ConfigError(f"cannot score on '{val}': {err}") from None
+    return {key: json_safe(v) for key, v in metrics.items()}
+
+
 def targets_of(labels: torch.Tensor, task: str, classes: list[int]) -> list[tuple[str, torch.Tensor]]:
     """Per head: ("single", class indices (N,)) or ("multi", multi-hot (N, C))."""
     if task == "multi":
@@ -236,13 +255,9 @@ class KnnMonitor:
             if not Path(path).exists():
                 raise ConfigError(f"{flag} '{path}' does not exist: give a labelled CSV manifest or "
                                   "shards folder")
-        self.column = cfg.finetune.label_column
-        label_columns(self.column)
-        self.task, self.cfg, self.device, self.k, self.val = label_task(self.column), cfg, device, k, val
-        self.bank = build_dataset(data, cfg, train=False, label_column=self.column)
-        self.queries = build_dataset(val, cfg, train=False, label_column=self.column,
-                                     vocab=self.bank.vocab)
-        self.classes = [len(self.bank.vocab[c]) for c in label_columns(self.column)]
+        column = cfg.finetune.label_column
+        self.task, self.cfg, self.device, self.k, self.val = label_task(column), cfg, device, k, val
+        self.bank, self.queries, self.classes = labelled_sets(data, val, cfg, column)
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module) -> dict:
@@ -259,11 +274,8 @@ class KnnMonitor:
             model.train(was_training)
         heads = targets_of(self.bank.labels[bank_ok], self.task, self.classes)
         scores = knn_scores(bank_x[bank_ok], heads, self.classes, val_x, k=self.k)
-        try:
-            metrics = score(scores, val_ok, self.queries.labels, self.task, self.classes)
-        except ValueError as err:
-            raise ConfigError(f"cannot score the k-NN monitor on '{self.val}': {err}") from None
-        return {f"knn_{key}": json_safe(v) for key, v in metrics.items()}
+        metrics = scored(scores, val_ok, self.queries, self.task, self.classes, self.val)
+        return {f"knn_{key}": v for key, v in metrics.items()}
 
 
 # ---- the command ----------------------------------------------------------------------------
@@ -287,9 +299,7 @@ def probe(run: str, data: str, val: str, *, modality: str | None = None, preset:
     task = label_task(column)
     modalities = "audio_video" if len(encoder.inputs) == 2 else encoder.inputs[0]
     data_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, modalities=modalities))
-    train_set = build_dataset(data, data_cfg, train=False, label_column=column)
-    val_set = build_dataset(val, data_cfg, train=False, label_column=column, vocab=train_set.vocab)
-    classes = [len(train_set.vocab[c]) for c in label_columns(column)]
+    train_set, val_set, classes = labelled_sets(data, val, data_cfg, column)
     dev = resolve_device(device)
     encoder.model.to(dev)
     kwargs = dict(batch_size=batch_size, workers=workers, device=dev)
@@ -298,14 +308,9 @@ def probe(run: str, data: str, val: str, *, modality: str | None = None, preset:
 
     heads = targets_of(train_set.labels[train_ok], task, classes)
     fitted = train_x[train_ok]
-    results = {}
-    for name, scores in (("linear", linear_scores(fitted, heads, classes, val_x)),
-                         ("knn", knn_scores(fitted, heads, classes, val_x, k=k))):
-        try:
-            metrics = score(scores, val_ok, val_set.labels, task, classes)
-        except ValueError as err:
-            raise ConfigError(f"cannot score on '{val}': {err}") from None
-        results[name] = {key: json_safe(v) for key, v in metrics.items()}
+    results = {name: scored(scores, val_ok, val_set, task, classes, val)
+               for name, scores in (("linear", linear_scores(fitted, heads, classes, val_x)),
+                                    ("knn", knn_scores(fitted, heads, classes, val_x, k=k)))}
     return {"linear": results["linear"], "knn": results["knn"], "modality": modality or
             ("av" if len(pooled) == 2 else pooled[0]), "encoder": encoder.kind, "run": str(run),
             "features": int(train_x.shape[1]), "train_clips": int(train_ok.sum()),

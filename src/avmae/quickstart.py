@@ -98,7 +98,7 @@ class Plan:
         return round(self.test_clips / self.clips, 4)
 
 
-FAST = Plan(clips=48, test_clips=16, pretrain_steps=20, finetune_steps=10, labelled_per_class=3)
+FAST = Plan(clips=56, test_clips=24, pretrain_steps=20, finetune_steps=10, labelled_per_class=3)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -269,12 +269,13 @@ def _reproduce(number: int, table: Table, scale: Scale, data: str | None, out: P
                finetune_overrides: list[str], clips: int, labelled_per_class: int, seed: int) -> dict:
     start = time.perf_counter()
     train, labelled, test = find_data(data, out, preset, overrides, clips, labelled_per_class, seed)
-    seeded = [f"train.seed={seed}"]          # before the overrides: an explicit train.seed wins
 
     results: dict[str, dict[str, float | None]] = {}
     notes: dict[str, str] = {}
     for i, row in enumerate(table.rows, 1):
-        sets = [*PRETRAIN_RECIPE, *seeded, *table.sets, *overrides, *row.sets]  # the row's own wins
+        # --seed before the overrides (an explicit train.seed wins); each cell's finetuning
+        # inherits train.seed from its row's checkpoint
+        sets = [*PRETRAIN_RECIPE, f"train.seed={seed}", *table.sets, *overrides, *row.sets]
         print(f"\n=== table {number}, row {i}/{len(table.rows)}: {row.label} "
               f"({time.perf_counter() - start:.0f} s so far)", flush=True)
         why = impossible(preset, sets)
@@ -293,7 +294,7 @@ def _reproduce(number: int, table: Table, scale: Scale, data: str | None, out: P
         results[row.label] = {}
         for column in table.columns:
             results[row.label][column] = _cell(row_dir, pretrained, column, labelled, test,
-                                               finetune_steps, [*seeded, *finetune_overrides])
+                                               finetune_steps, finetune_overrides)
         _write(number, table, results, notes, out, scale, time.perf_counter() - start)
     path = _write(number, table, results, notes, out, scale, time.perf_counter() - start)
     print("\n" + path.read_text(), flush=True)
