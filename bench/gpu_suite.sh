@@ -10,16 +10,17 @@
 # left gets a {"bench": "suite_step", ...} line saying so, so nothing is lost silently.
 #
 #   1 base pretraining, bf16: MFU (same-run matmul peak, datasheet), largest batch, GPU-hours of
-#     VGGSound 400 epochs at ViT-B
-#   2 ViT-L pretraining (vggsound-large): the same, GPU-hours of VGGSound 400 epochs at ViT-L
+#     VGGSound 800 epochs at ViT-B, the 15 kernels of one step that take the most time
+#   2 ViT-L pretraining (vggsound-large): the same, GPU-hours of VGGSound 800 epochs at ViT-L
 #   3 MBT ViT-L finetuning at the finetuning input (32x224x224 + 8 s), activation checkpointing:
 #     MFU, largest batch; then batch 8 under an 80 GiB cap (an 80 GB GPU)
 #   4 end-to-end data overhead from shards at base (16 cores: 14 loader workers), and the real
 #     `avmae pretrain` loop's clips/s and host-device synchronisations
-#   5 ViT-L pretraining (audioset-large): GPU-hours of AudioSet-2M 120 epochs at ViT-L
-#   6 MBT ViT-L finetuning without checkpointing: its largest batch
-#   7 with and without each fast-path piece at base: fp32+TF32, fp32 without TF32, foreach (not
-#     fused) AdamW, SDPA's math kernel; then torch.compile
+#   5 torch.compile at base
+#   6 ViT-L pretraining (audioset-large): GPU-hours of AudioSet-2M 80 epochs at ViT-L
+#   7 MBT ViT-L finetuning without checkpointing: its largest batch
+#   8 with and without each fast-path piece at base: SDPA's math kernel, foreach (not fused)
+#     AdamW, fp32+TF32, fp32 without TF32
 #
 # Needs torch with CUDA, numpy, safetensors, tqdm, msgpack, matplotlib, and PyAV (`av`, steps 4).
 # The project's lent H200 (python3 3.12, torch 2.11+cu130) has all but PyAV and no network; carry
@@ -77,16 +78,16 @@ print(json.dumps({"bench": "suite_start", "torch": torch.__version__, "cuda": to
                   "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}))
 EOF
 
-step base_pretrain 100 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 5 --max-batch --schedules vggsound
-step large_pretrain_vggsound 120 bench_model.py "${DEV[@]}" --preset vggsound-large --batch 64 --dtypes bf16 --repeats 3 --max-batch --schedules vggsound
-step mbt_large_finetune_checkpointing 120 bench_model.py "${DEV[@]}" --stage finetune --preset vggsound-large --batch 8 --dtypes bf16 --repeats 3 --grad-checkpointing --max-batch
-step mbt_large_finetune_80gib 45 bench_model.py "${DEV[@]}" --stage finetune --preset vggsound-large --batch 8 --dtypes bf16 --repeats 3 --grad-checkpointing --memory-gib 80
-step data_overhead_shards 150 bench_pretrain.py "${DATA[@]}" --preset base --batch 64 --steps 10 --sources shards --loop-steps 40
-step large_pretrain_audioset 90 bench_model.py "${DEV[@]}" --preset audioset-large --batch 64 --dtypes bf16 --repeats 3 --schedules audioset
-step mbt_large_finetune_plain 90 bench_model.py "${DEV[@]}" --stage finetune --preset vggsound-large --batch 4 --dtypes bf16 --repeats 3 --max-batch
-step base_fp32_tf32 40 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes fp32 --repeats 3
-step base_fp32_no_tf32 40 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes fp32 --repeats 3 --no-tf32
-step base_foreach_adamw 40 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 5 --no-fused
-step base_math_attention 40 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 3 --attention math
-step base_compile 240 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 5 --compile
+step base_pretrain 90 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 5 --max-batch --schedules vggsound --profile 15
+step large_pretrain_vggsound 90 bench_model.py "${DEV[@]}" --preset vggsound-large --batch 64 --dtypes bf16 --repeats 3 --max-batch --schedules vggsound --profile 10
+step mbt_large_finetune_checkpointing 90 bench_model.py "${DEV[@]}" --stage finetune --preset vggsound-large --batch 8 --dtypes bf16 --repeats 3 --grad-checkpointing --max-batch
+step mbt_large_finetune_80gib 40 bench_model.py "${DEV[@]}" --stage finetune --preset vggsound-large --batch 8 --dtypes bf16 --repeats 3 --grad-checkpointing --memory-gib 80
+step data_overhead_shards 130 bench_pretrain.py "${DATA[@]}" --preset base --batch 64 --steps 10 --sources shards --loop-steps 40
+step base_compile 130 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 5 --compile
+step large_pretrain_audioset 45 bench_model.py "${DEV[@]}" --preset audioset-large --batch 64 --dtypes bf16 --repeats 3 --schedules audioset
+step mbt_large_finetune_plain 60 bench_model.py "${DEV[@]}" --stage finetune --preset vggsound-large --batch 4 --dtypes bf16 --repeats 3 --max-batch
+step base_math_attention 30 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 3 --attention math
+step base_foreach_adamw 30 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 5 --no-fused
+step base_fp32_tf32 30 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes fp32 --repeats 3
+step base_fp32_no_tf32 30 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes fp32 --repeats 3 --no-tf32
 note suite_end done "$(( $(date +%s) - START ))"
