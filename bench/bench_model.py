@@ -36,6 +36,7 @@ from avmae.config import build_config  # noqa: E402
 from avmae.finetune import finetune_config, per_modality_loss  # noqa: E402
 from avmae.flops import finetune_flops, pretrain_flops  # noqa: E402
 from avmae.model import AVMAE  # noqa: E402
+from avmae.patch_embed import VideoPatchEmbed  # noqa: E402
 from avmae.optimization import build_optimizer, param_groups_weight_decay  # noqa: E402
 from avmae.transformer import set_grad_checkpointing  # noqa: E402
 
@@ -127,6 +128,11 @@ class Bench:
             loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+
+
+def conv_tubelets(self, video: torch.Tensor) -> torch.Tensor:
+    """The tubelet embedding as it was computed before: cuDNN's Conv3d (for the before row)."""
+    return self.proj(video).flatten(2).transpose(1, 2)
 
 
 def out_of_memory(err: BaseException) -> bool:
@@ -226,6 +232,8 @@ def main() -> None:
                         help="cap this process's GPU memory (e.g. 80 for an 80 GB GPU)")
     parser.add_argument("--schedules", default="", help="vggsound,audioset: GPU-hours of the "
                         "paper's schedules at --batch per GPU")
+    parser.add_argument("--conv-tubelets", action="store_true",
+                        help="the tubelet embedding as cuDNN's Conv3d (before the matmul form)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile one step at --batch: its N kernels that take the most time")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: check that it runs")
@@ -237,15 +245,19 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     if cuda and args.memory_gib:  # e.g. 80: what fits on an 80 GB GPU, measured on a larger one
         total = torch.cuda.get_device_properties(args.device).total_memory / 2**30
-        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib / total), args.device)
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib / total),
+                                                   torch.device(args.device).index or 0)
     if cuda and not args.no_tf32:
         from avmae.training import use_fast_math
         use_fast_math(torch.device(args.device))
+    if args.conv_tubelets:
+        VideoPatchEmbed.forward = conv_tubelets
     cfg = config_for(args)
     flops = (pretrain_flops(cfg) if args.stage == "pretrain" else finetune_flops(cfg, args.classes))
     gflop_per_clip = flops["train_gflops_per_clip"]
     sheet = datasheet_tflops(args.device)
     common = {"stage": args.stage, "preset": args.preset, "device": args.device,
+              "tubelets": "conv3d" if args.conv_tubelets else "matmul",
               "compile": args.compile, "grad_checkpointing": args.grad_checkpointing,
               "fused": cuda and not args.no_fused, "tf32": cuda and not args.no_tf32,
               "attention": args.attention, "smoke": args.smoke, "memory_gib": args.memory_gib or None,

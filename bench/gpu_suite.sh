@@ -11,12 +11,13 @@
 #
 #   1 base pretraining, bf16: MFU (same-run matmul peak, datasheet), largest batch, GPU-hours of
 #     VGGSound 800 epochs at ViT-B, the 15 kernels of one step that take the most time
+#   1b the same step with the tubelet embedding as cuDNN's Conv3d (the before row of that fix)
 #   2 ViT-L pretraining (vggsound-large): the same, GPU-hours of VGGSound 800 epochs at ViT-L
 #   3 MBT ViT-L finetuning at the finetuning input (32x224x224 + 8 s), activation checkpointing:
 #     MFU, largest batch; then batch 8 under an 80 GiB cap (an 80 GB GPU)
 #   4 end-to-end data overhead from shards at base (16 cores: 14 loader workers), and the real
 #     `avmae pretrain` loop's clips/s and host-device synchronisations
-#   5 torch.compile at base
+#   5 torch.compile at base (on the H200 compiling took more than 135 s: give it SUITE_BUDGET)
 #   6 ViT-L pretraining (audioset-large): GPU-hours of AudioSet-2M 80 epochs at ViT-L
 #   7 MBT ViT-L finetuning without checkpointing: its largest batch
 #   8 with and without each fast-path piece at base: SDPA's math kernel, foreach (not fused)
@@ -79,6 +80,7 @@ print(json.dumps({"bench": "suite_start", "torch": torch.__version__, "cuda": to
 EOF
 
 step base_pretrain 90 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 5 --max-batch --schedules vggsound --profile 15
+step base_conv_tubelets 30 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 5 --conv-tubelets
 step large_pretrain_vggsound 90 bench_model.py "${DEV[@]}" --preset vggsound-large --batch 64 --dtypes bf16 --repeats 3 --max-batch --schedules vggsound --profile 10
 step mbt_large_finetune_checkpointing 90 bench_model.py "${DEV[@]}" --stage finetune --preset vggsound-large --batch 8 --dtypes bf16 --repeats 3 --grad-checkpointing --max-batch
 step mbt_large_finetune_80gib 40 bench_model.py "${DEV[@]}" --stage finetune --preset vggsound-large --batch 8 --dtypes bf16 --repeats 3 --grad-checkpointing --memory-gib 80
