@@ -1,6 +1,6 @@
 """One training step (forward + backward + optimiser step), model only: pretraining or finetuning.
 
-Reports clips/s and achieved GFLOP/s (analytic model FLOPs from `avmae.flops`) as a fraction of the
+Reports clips/s and achieved GFLOP/s (analytic model FLOPs from `avmae.models.flops`) as a fraction of the
 machine's matrix-multiply peak measured in the same process (on a GPU: MFU, also against the
 datasheet's dense bf16 peak); optionally the largest batch that fits (`--max-batch`: doubling, then
 one step between the last fit and the first out-of-memory) and the GPU-hours of the paper's
@@ -31,14 +31,14 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import best_time, emit, machine, matmul_peak_gflops, write_record  # noqa: E402
 
-from avmae.classifier import build_classifier, param_groups_lrd  # noqa: E402
+from avmae.models.classifier import build_classifier, param_groups_lrd  # noqa: E402
 from avmae.config import build_config  # noqa: E402
-from avmae.finetune import finetune_config, per_modality_loss  # noqa: E402
-from avmae.flops import finetune_flops, pretrain_flops  # noqa: E402
-from avmae.model import AVMAE  # noqa: E402
-from avmae.patch_embed import VideoPatchEmbed  # noqa: E402
-from avmae.optimization import build_optimizer, param_groups_weight_decay  # noqa: E402
-from avmae.transformer import set_grad_checkpointing  # noqa: E402
+from avmae.training.finetune import finetune_config, per_modality_loss  # noqa: E402
+from avmae.models.flops import finetune_flops, pretrain_flops  # noqa: E402
+from avmae.models.avmae import AVMAE  # noqa: E402
+from avmae.models.patch_embed import VideoPatchEmbed  # noqa: E402
+from avmae.training.optim import build_optimizer, param_groups_weight_decay  # noqa: E402
+from avmae.models.transformer import set_grad_checkpointing  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendor datasheets, TFLOP/s.
 DATASHEET_BF16_TFLOPS = [("H200", 989.4), ("GH200", 989.4), ("H100 PCIe", 756.5), ("H100", 989.4),
@@ -248,7 +248,7 @@ def main() -> None:
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_gib / total),
                                                    torch.device(args.device).index or 0)
     if cuda and not args.no_tf32:
-        from avmae.training import use_fast_math
+        from avmae.runtime import use_fast_math
         use_fast_math(torch.device(args.device))
     if args.conv_tubelets:
         VideoPatchEmbed.forward = conv_tubelets

@@ -4,7 +4,7 @@ import dataclasses
 
 import torch
 
-from avmae.augment import (augment_spectrogram, mixup, mixup_modalities, one_hot, sample_mixup,
+from avmae.training.augment import (augment_spectrogram, mixup, mixup_modalities, one_hot, sample_mixup,
                            smooth_labels, spec_augment, time_shift)
 from avmae.config import FinetuneConfig
 

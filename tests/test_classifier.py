@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from avmae.classifier import EncoderClassifier, StreamClassifier, build_classifier, param_groups_lrd
+from avmae.models.classifier import EncoderClassifier, StreamClassifier, build_classifier, param_groups_lrd
 from avmae.config import ConfigError, build_config
 
 ENCODERS = ["early", "separate", "mid", "shared"]

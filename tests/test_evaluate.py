@@ -10,10 +10,10 @@ from avmae.checkpoint import save_checkpoint
 from avmae.cli import main
 from avmae.config import ConfigError, build_config
 from avmae.data.dataset import build_dataset
-from avmae.distributed import Dist
-from avmae.evaluate import dataset_config, evaluate_checkpoint, load_finetuned, predict
-from avmae.finetune import finetune
-from avmae.model import AVMAE
+from avmae.runtime import Dist
+from avmae.evaluation.evaluate import dataset_config, evaluate_checkpoint, load_finetuned, predict
+from avmae.training.finetune import finetune
+from avmae.models.avmae import AVMAE
 from conftest import TINY
 
 KEYS = {

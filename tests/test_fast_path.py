@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from avmae.classifier import build_classifier
+from avmae.models.classifier import build_classifier
 from avmae.config import RunError, build_config
-from avmae.model import AVMAE
-from avmae.optimization import use_fused
-from avmae.transformer import Block, set_grad_checkpointing
+from avmae.models.avmae import AVMAE
+from avmae.training.optim import use_fused
+from avmae.models.transformer import Block, set_grad_checkpointing
 from conftest import TINY
 
 torch.set_num_threads(1)
@@ -101,7 +101,7 @@ def test_grad_checkpointing_finetuning_gradients_equal(modality, architecture, a
 
 def test_grad_checkpointing_is_set_from_the_config(tiny_synth, tmp_path, monkeypatch):
     """train.grad_checkpointing reaches every Transformer of the trained model."""
-    from avmae import pretrain as pt
+    from avmae.training import pretrain as pt
     seen = []
     real = pt.AVMAE.forward
 
@@ -138,7 +138,7 @@ def test_step_has_no_graph_breaks():
 @pytest.mark.slow
 def test_compiled_pretraining_trains_like_eager(tiny_synth, tmp_path):
     """train.compile=true (inductor on CPU) runs the real loop and gives eager's weights."""
-    from avmae.pretrain import pretrain
+    from avmae.training.pretrain import pretrain
     from safetensors.torch import load_file
     runs = {}
     for compiled in (False, True):
@@ -207,8 +207,8 @@ class ScalarReads(TorchDispatchMode):
 def test_loops_read_the_device_only_at_log_steps(stage, tiny_synth, tmp_path):
     """Runs of 2 and 6 steps, logged at the first and the last step only, read the same number of
     values from the device: nothing is read per step."""
-    from avmae.finetune import finetune
-    from avmae.pretrain import pretrain
+    from avmae.training.finetune import finetune
+    from avmae.training.pretrain import pretrain
     data = str(tiny_synth / "train.csv")
     counts = {}
     for steps in (2, 6):
@@ -231,7 +231,7 @@ def test_fused_optimiser_only_for_cuda_parameters():
     assert use_fused([{"params": [cuda, cuda]}, {"params": [cuda]}])
     assert not use_fused([{"params": [cuda]}, {"params": [cpu]}])
     assert not use_fused([{"params": []}])
-    from avmae.optimization import build_optimizer
+    from avmae.training.optim import build_optimizer
     opt = build_optimizer([{"params": [torch.nn.Parameter(torch.zeros(2))]}], tiny_cfg().train, 0.1)
     assert not opt.defaults.get("fused")
 
@@ -239,7 +239,7 @@ def test_fused_optimiser_only_for_cuda_parameters():
 def test_non_finite_loss_found_at_a_later_log_step_names_its_step(tiny_synth, tmp_path, monkeypatch):
     """The loss is checked on the device every step but read only at log steps and checkpoints:
     a NaN at step 3 stops the run at the step-4 checkpoint, naming step 3, before saving it."""
-    from avmae import pretrain as pt
+    from avmae.training import pretrain as pt
     real = pt.AVMAE.forward
     calls = {"n": 0}
 
@@ -266,11 +266,11 @@ def test_analytic_finetuning_flops_match_torch_flop_counter(modality, architectu
     of one forward + backward (MBT with bottleneck tokens from fusion_layer on; 3 = no fusion)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from avmae.flops import finetune_flops
+    from avmae.models.flops import finetune_flops
 
     def math_attention(q, k, v):  # the counter does not see the CPU attention kernel
         return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v
-    monkeypatch.setattr("avmae.transformer.F.scaled_dot_product_attention", math_attention)
+    monkeypatch.setattr("avmae.models.transformer.F.scaled_dot_product_attention", math_attention)
     cfg = build_config("tiny", ["model.depth=3", "model.fusion_layers=1", "data.num_frames=4",
                                 "data.crop_size=64", "data.short_side=64", "data.audio_seconds=1.28",
                                 f"finetune.modality={modality}", f"finetune.architecture={architecture}",

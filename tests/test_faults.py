@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from avmae.checkpoint import load_checkpoint, verify_checkpoint
 from avmae.cli import main
 from avmae.config import ConfigError, build_config
-from avmae.training import RunLock
+from avmae.run_dir import RunLock
 from conftest import TINY
 
 STEPS2 = ["train.steps=2", "train.batch_size=4", "train.checkpoint_every=2", "train.keep_checkpoints=3"]
@@ -142,7 +142,7 @@ def test_finetune_into_an_existing_run_is_refused_until_resume_or_overwrite(two_
 
 
 def test_reproduce_and_quickstart_use_the_same_guard(tmp_path):
-    from avmae import quickstart, reproduce
+    from avmae.cli import quickstart, reproduce
     out = tmp_path / "rep"
     out.mkdir()
     (out / "table_13.json").write_text("{}")
@@ -156,7 +156,7 @@ def test_reproduce_and_quickstart_use_the_same_guard(tmp_path):
 
 
 def test_reproduce_continues_an_interrupted_run_instead_of_writing_over_it(two_checkpoints, tmp_path):
-    from avmae.reproduce import continue_flag
+    from avmae.cli.reproduce import continue_flag
     assert continue_flag(tmp_path / "not_started") == []
     (tmp_path / "stopped_early").mkdir()
     (tmp_path / "stopped_early" / "config.json").write_text("{}")
@@ -431,7 +431,7 @@ def test_a_refused_training_state_is_one_line(two_checkpoints, tiny_synth, tmp_p
 
 HOLD = """
 import sys, time
-from avmae.training import RunLock
+from avmae.run_dir import RunLock
 RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(120)
@@ -506,7 +506,7 @@ def clips_in_copy(tiny_synth: Path, folder: Path, n: int) -> Path:
 
 def during_the_run(monkeypatch, at_step: int, change) -> None:
     """Call change() once, right after optimiser step `at_step` (between two epochs' batches)."""
-    from avmae import training as pt  # the loop both stages share (training.train_loop)
+    from avmae.training import loop as pt  # the loop both stages share (training.loop.train_loop)
     real = pt.log_step
 
     def log_step(log, d, train, budget, step, *args):
@@ -579,7 +579,7 @@ def test_a_metrics_line_torn_by_a_kill_does_not_swallow_the_next_record(two_chec
             and "epoch_end" not in line]
     log.write_text("\n".join(kept) + "\n" + '{"step": 3, "lo')  # killed mid-write
     assert main(resume_args(tiny_synth / "train.csv", run)) == 0
-    from avmae.training import read_metrics
+    from avmae.run_dir import read_metrics
     steps = [r["step"] for r in read_metrics(run) if "loss" in r]
     assert steps == [1, 2, 3, 4]
 

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from avmae.cli import main
 from avmae.config import ConfigError, build_config
-from avmae.finetune import classification_loss, finetune_config, smooth, soft_targets
-from avmae.pretrain import pretrain
+from avmae.training.finetune import classification_loss, finetune_config, smooth, soft_targets
+from avmae.training.pretrain import pretrain
 from conftest import TINY, run_cli
 
 FT = ["train.batch_size=4", "train.steps=2", "train.checkpoint_every=1", "train.log_every=1",
@@ -272,7 +272,7 @@ def test_training_takes_a_loss_per_modality_against_its_own_mixed_targets(pretra
                                                                            tmp_path, monkeypatch):
     """MBT: the loss is computed on each modality's logits against that modality's mixed targets
     (one mixup lambda per modality) and averaged; validation still sees the averaged logits."""
-    import avmae.finetune as ft
+    import avmae.training.finetune as ft
     seen = []
     real = ft.per_modality_loss
 

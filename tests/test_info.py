@@ -8,9 +8,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from avmae.cli import main
 from avmae.config import ConfigError, build_config
-from avmae.flops import pretrain_flops
-from avmae.info import describe
-from avmae.model import AVMAE
+from avmae.models.flops import pretrain_flops
+from avmae.cli.info import describe
+from avmae.models.avmae import AVMAE
 
 
 def test_base_preset_tokens_and_parameters(capsys):
@@ -68,7 +68,7 @@ def test_analytic_flops_match_torch_flop_counter(encoder, decoder, objective, mo
     # The counter does not count the CPU attention kernel: run attention as explicit matmuls.
     def math_attention(q, k, v):
         return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v
-    monkeypatch.setattr("avmae.transformer.F.scaled_dot_product_attention", math_attention)
+    monkeypatch.setattr("avmae.models.transformer.F.scaled_dot_product_attention", math_attention)
     cfg = build_config("tiny", ["model.depth=3", "model.fusion_layers=1", "model.decoder_depth=2",
                                 f"model.encoder={encoder}", f"model.decoder={decoder}",
                                 f"model.objective={objective}", "data.num_frames=4", "data.crop_size=64",

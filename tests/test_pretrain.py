@@ -63,7 +63,7 @@ def test_mid_epoch_resume_equals_an_uninterrupted_run(tiny_synth, tmp_path):
     must continue with the epoch's NEXT batch (not its first) and with the saved AdamW moments."""
     import json
     import shutil
-    from avmae.pretrain import pretrain
+    from avmae.training.pretrain import pretrain
     data = str(tiny_synth / "train.csv")
     cfg = build_config("tiny-4l-cpu", TINY + ["train.steps=3", "train.batch_size=4", "train.checkpoint_every=2",
                                               "train.keep_checkpoints=5", "train.figure_clips=0"])
@@ -88,8 +88,8 @@ def test_pretraining_masks_are_drawn_anew_every_step_per_clip_and_per_modality()
     """The masking noise is keyed by (seed, step, clip, modality) (training.py): a clip gets fresh
     masks at every step (MAE, Sec. 3.1), the same ones in any batch (DDP, resume), and its audio
     and video masks are drawn independently."""
-    from avmae.model import AVMAE
-    from avmae.pretrain import masking_noise
+    from avmae.models.avmae import AVMAE
+    from avmae.training.pretrain import masking_noise
     model = AVMAE(build_config("tiny-4l-cpu", TINY).model)
     x = {"audio": torch.zeros(3, 1, 64, 128), "video": torch.zeros(3, 3, 4, 32, 32)}
     clips = torch.tensor([7, 3, 9])
@@ -181,7 +181,7 @@ def test_a_short_run_writes_everything_a_user_looks_at(tiny_synth, tmp_path, cap
 
 
 def test_non_finite_loss_stops_naming_the_step(tiny_synth, tmp_path, monkeypatch):
-    from avmae import pretrain as pt
+    from avmae.training import pretrain as pt
     real = pt.AVMAE.forward
     calls = {"n": 0}
 

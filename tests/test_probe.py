@@ -9,10 +9,10 @@ import torch
 from avmae.checkpoint import save_checkpoint
 from avmae.cli import main
 from avmae.config import build_config
-from avmae.finetune import finetune
-from avmae.model import AVMAE
-from avmae.probe import knn_scores, linear_scores, probe
-from avmae.metrics import mean_average_precision, top_k_accuracy
+from avmae.training.finetune import finetune
+from avmae.models.avmae import AVMAE
+from avmae.evaluation.probe import knn_scores, linear_scores, probe
+from avmae.evaluation.metrics import mean_average_precision, top_k_accuracy
 from conftest import TINY
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from avmae import quickstart
+from avmae.cli import quickstart
 from avmae.cli import main
 
 
@@ -136,7 +136,7 @@ def test_a_test_split_as_large_as_the_dataset_is_refused_in_one_line(tmp_path, c
 
 
 def test_the_default_split_is_304_training_and_400_test_clips():
-    from avmae.synth import split_plan
+    from avmae.cli.synth import split_plan
     plan = quickstart.Plan()
     _, is_test = split_plan(plan.clips, 0, plan.test_fraction)
     assert (int(is_test.sum()), int((~is_test).sum())) == (400, 304)

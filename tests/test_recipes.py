@@ -6,7 +6,7 @@ import pytest
 
 from avmae.cli import main
 from avmae.config import build_config
-from avmae.finetune import finetune_config
+from avmae.training.finetune import finetune_config
 from avmae.recipes import RECIPES, recipe_overrides
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from avmae import reproduce
+from avmae.cli import reproduce
 from avmae.cli import main
 from avmae.config import ConfigError
 

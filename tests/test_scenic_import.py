@@ -19,9 +19,9 @@ import torch
 
 from avmae.checkpoint import load_weights
 from avmae.cli import main
-from avmae.evaluate import load_finetuned
+from avmae.evaluation.evaluate import load_finetuned
 from avmae.interop.scenic import import_scenic
-from avmae.model import AVMAE
+from avmae.models.avmae import AVMAE
 
 DATA = Path(__file__).parent / "data" / "scenic"
 PRETRAINING = ["audioset_pretrain.optimizer", "audioset_pretrain.params",
@@ -137,9 +137,9 @@ def test_finetuning_from_an_imported_checkpoint_copies_the_official_layout(tmp_p
     """Joint layers into both streams, the joint norm into MBT's one norm, mid-fusion stream norms
     dropped, bottleneck and head fresh; the spectrogram patch embedding IS restored (the official
     init code skips it: a bug avmae does not copy)."""
-    from avmae.classifier import build_classifier
+    from avmae.models.classifier import build_classifier
     from avmae.config import build_config
-    from avmae.init_from_pretrained import init_classifier_from_avmae
+    from avmae.models.init_from_pretrained import init_classifier_from_avmae
 
     weights, cfg, kind, _ = load_weights(imported("audioset_pretrain.optimizer", tmp_path))
     ft = build_config(None, ["finetune.modality=av", "finetune.fusion_layer=3"], base=cfg)

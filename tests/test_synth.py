@@ -10,7 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from avmae import cli, synth
+from avmae import cli
+from avmae.cli import synth
 
 SEED = 3
 SMALL = dict(clips=16, seconds=2.0, size=80, fps=16, test_fraction=0.25)

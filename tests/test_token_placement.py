@@ -20,11 +20,11 @@ import math
 import pytest
 import torch
 
-from avmae.classifier import build_classifier
+from avmae.models.classifier import build_classifier
 from avmae.config import build_config
-from avmae.masking import num_visible
-from avmae.model import AVMAE, OTHER
-from avmae.pos_embed import sincos_pos_embed
+from avmae.models.masking import num_visible
+from avmae.models.avmae import AVMAE, OTHER
+from avmae.models.pos_embed import sincos_pos_embed
 
 ENCODERS = ["early", "separate", "mid", "shared"]
 DECODERS = ["shared", "separate", "joint"]

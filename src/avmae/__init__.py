@@ -10,6 +10,6 @@ __all__ = ["load", "load_clip"]
 
 def __getattr__(name: str):
     if name in __all__:
-        from . import api
+        from avmae import api
         return getattr(api, name)
     raise AttributeError(f"module 'avmae' has no attribute '{name}'")

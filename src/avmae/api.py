@@ -18,13 +18,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import Config, ConfigError
+from avmae.config import Config, ConfigError
 
 
 def load(path: str | Path) -> nn.Module:
-    from .checkpoint import load_weights
-    from .evaluate import load_finetuned
-    from .model import AVMAE
+    from avmae.checkpoint import load_weights
+    from avmae.evaluation.evaluate import load_finetuned
+    from avmae.models.avmae import AVMAE
 
     weights, cfg, kind, _ = load_weights(path)
     if kind == "avmae_pretrain":
@@ -38,8 +38,8 @@ def load(path: str | Path) -> nn.Module:
 
 def load_clip(path: str | Path, cfg: Config) -> dict[str, torch.Tensor]:
     """{"audio": (1, 1, T_frames, mel), "video": (1, 3, T, H, W)} for one media file."""
-    from .data.decode import MediaError, read_clip
-    from .data.transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
+    from avmae.data.decode import MediaError, read_clip
+    from avmae.data.transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
 
     if not Path(path).is_file():
         raise ConfigError(f"no such file: '{path}'")

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .config import Config, ConfigError
+from avmae.config import Config, ConfigError
 
 KINDS = ("avmae_pretrain", "avmae_finetune")
 BEST_NAME = "best"  # RUN/checkpoints/best -> the checkpoint with the best validation metric

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .config import ConfigError
+from avmae.config import ConfigError
 
 STAGES = ("pretrain", "finetune")
 

@@ -52,8 +52,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import ConfigError
-from .manifest import save_vocab
+from avmae.config import ConfigError
+from avmae.data.manifest import save_vocab
 
 DATASETS = ("vggsound", "audioset", "epic-kitchens")
 SPLITS = ("train", "test")

@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_worker_info
 
-from ..config import Config, ConfigError, DataConfig
-from .decode import MediaError, read_clip
-from .manifest import Clip, as_vocab, build_vocabs, encode_labels, load_manifest
-from .transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
+from avmae.config import Config, ConfigError, DataConfig
+from avmae.data.decode import MediaError, read_clip
+from avmae.data.manifest import Clip, as_vocab, build_vocabs, encode_labels, load_manifest
+from avmae.data.transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from ..config import DataConfig
+from avmae.config import DataConfig
 
 OPEN_TIMEOUT = 30.0      # seconds without data before FFmpeg gives up (network file systems)
 READ_TIMEOUT = 30.0

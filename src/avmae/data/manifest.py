@@ -34,7 +34,7 @@ from typing import Sequence
 
 import torch
 
-from ..config import ConfigError
+from avmae.config import ConfigError
 
 LABEL_COLUMNS = ("label", "labels", "verb", "noun")
 LABEL_SPECS = ("label", "labels", "verb", "noun", "verb,noun")

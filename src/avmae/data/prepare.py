@@ -34,12 +34,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import ConfigError, DataConfig, build_config
-from .dataset import (PAYLOAD_FIELDS, SHARDS_FORMAT, SHARDS_VERSION, check_paths_exist,
+from avmae.config import ConfigError, DataConfig, build_config
+from avmae.data.dataset import (PAYLOAD_FIELDS, SHARDS_FORMAT, SHARDS_VERSION, check_paths_exist,
                       media_reason)
-from .decode import MediaError, read_clip
-from .transforms import audio_logmel
-from .manifest import Clip, build_vocab, load_manifest
+from avmae.data.decode import MediaError, read_clip
+from avmae.data.transforms import audio_logmel
+from avmae.data.manifest import Clip, build_vocab, load_manifest
 
 log = logging.getLogger(__name__)
 

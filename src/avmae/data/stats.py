@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..config import ConfigError, build_config
-from .decode import MediaError, read_clip
-from .logmel import FLOAT_EPS
-from .manifest import load_manifest
-from .transforms import audio_logmel
+from avmae.config import ConfigError, build_config
+from avmae.data.decode import MediaError, read_clip
+from avmae.data.logmel import FLOAT_EPS
+from avmae.data.manifest import load_manifest
+from avmae.data.transforms import audio_logmel
 
 
 def add_arguments(parser) -> None:

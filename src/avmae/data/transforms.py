@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import DataConfig
-from .logmel import log_mel
+from avmae.config import DataConfig
+from avmae.data.logmel import log_mel
 
 
 # ---- video ------------------------------------------------------------------------------------

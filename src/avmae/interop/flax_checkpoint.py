@@ -17,7 +17,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
-from ..config import ConfigError
+from avmae.config import ConfigError
 
 EXT_NDARRAY, EXT_COMPLEX, EXT_SCALAR = 1, 2, 3
 CHUNKED = "__msgpack_chunked_array__"

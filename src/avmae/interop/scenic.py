@@ -53,10 +53,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import save_checkpoint, writing
-from ..config import FINETUNE_INPUT, PRESETS, Config, ConfigError, build_config, set_value
-from ..data.manifest import save_vocab
-from ..training import claim_run_dir
+from avmae.checkpoint import save_checkpoint, writing
+from avmae.config import FINETUNE_INPUT, PRESETS, Config, ConfigError, build_config, set_value
+from avmae.data.manifest import save_vocab
+from avmae.run_dir import claim_run_dir
 
 MODALITY = {"rgb": "video", "spectrogram": "audio"}
 MBT_SUFFIX = {"spec": "audio", "rgb": "video"}   # encoderblock_i_<suffix> in MBT
@@ -397,10 +397,10 @@ def import_scenic(checkpoint: str | Path, out: str | Path, *, preset: str | None
 
 
 def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path:
-    from ..classifier import build_classifier
-    from ..evaluate import label_task
-    from ..model import AVMAE
-    from .flax_checkpoint import read_params
+    from avmae.models.classifier import build_classifier
+    from avmae.evaluation.evaluate import label_task
+    from avmae.models.avmae import AVMAE
+    from avmae.interop.flax_checkpoint import read_params
 
     flat, layout, step = read_params(checkpoint)
     log(f"read {len(flat)} parameter tensors from '{checkpoint}' ({layout} layout, step {step}); "

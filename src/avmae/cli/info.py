@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from .config import PRESET_DOCS, PRESETS, build_config, describe_pairing
-from .flops import pretrain_flops, token_counts
-from .model import AVMAE
+from avmae.config import PRESET_DOCS, PRESETS, build_config, describe_pairing
+from avmae.models.flops import pretrain_flops, token_counts
+from avmae.models.avmae import AVMAE
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, preset_required: bool = True) -> None:
@@ -29,7 +29,7 @@ def run_presets(args: argparse.Namespace) -> int:
 
 
 def add_info_arguments(parser: argparse.ArgumentParser) -> None:
-    from .recipes import add_recipe_argument
+    from avmae.recipes import add_recipe_argument
     add_config_arguments(parser, preset_required=False)
     add_recipe_argument(parser)
 
@@ -71,9 +71,9 @@ def describe_recipe(name: str, preset: str | None, overrides: list[str]) -> dict
     """What `--recipe name` resolves to at each stage, on `preset` (default: the library defaults,
     ViT-B at the paper's input) with `overrides`: every field the recipe sets, the batch, the input
     and the peak learning rate at that global batch (one process)."""
-    from .finetune import finetune_config
-    from .optimization import scaled_lr
-    from .recipes import RECIPES, STAGES, recipe_overrides
+    from avmae.training.finetune import finetune_config
+    from avmae.training.optim import scaled_lr
+    from avmae.recipes import RECIPES, STAGES, recipe_overrides
     out = {"recipe": name, "doc": RECIPES[name]["doc"], "preset": preset}
     for stage in STAGES:
         if RECIPES[name][stage] is None:
@@ -98,7 +98,7 @@ def describe_recipe(name: str, preset: str | None, overrides: list[str]) -> dict
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from .config import ConfigError
+    from avmae.config import ConfigError
     if args.recipe is not None:
         print(json.dumps(describe_recipe(args.recipe, args.preset, args.overrides), indent=2))
         return 0

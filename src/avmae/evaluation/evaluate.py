@@ -27,14 +27,14 @@ import torch.distributed as torch_dist
 from safetensors import safe_open
 from tqdm import tqdm
 
-from . import distributed
-from .checkpoint import BEST_NAME, load_weights, resolve_weights, warn
-from .classifier import FINETUNE_MODALITIES, Classifier, build_classifier
-from .config import Config, ConfigError
-from .data.dataset import ClipDataset, build_dataset, build_loader
-from .data.manifest import label_columns
-from .metrics import classification_metrics
-from .training import autocast
+from avmae import runtime
+from avmae.checkpoint import BEST_NAME, load_weights, resolve_weights, warn
+from avmae.models.classifier import FINETUNE_MODALITIES, Classifier, build_classifier
+from avmae.config import Config, ConfigError
+from avmae.data.dataset import ClipDataset, build_dataset, build_loader
+from avmae.data.manifest import label_columns
+from avmae.evaluation.metrics import classification_metrics
+from avmae.runtime import autocast
 
 KIND = "avmae_finetune"
 # The metric that picks the best checkpoint and that the paper reports first for each task.
@@ -92,7 +92,7 @@ def dataset_config(cfg: Config) -> Config:
 # ---- prediction -----------------------------------------------------------------------------
 
 @torch.no_grad()
-def predict(model: Classifier, dataset: ClipDataset, cfg: Config, d: distributed.Dist, *,
+def predict(model: Classifier, dataset: ClipDataset, cfg: Config, d: runtime.Dist, *,
             batch_size: int, num_workers: int | None = None, progress: bool = False
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-clip logits averaged over the clip's readable views.
@@ -152,7 +152,7 @@ def score(scores: torch.Tensor, evaluated: torch.Tensor, labels: torch.Tensor, t
 
 
 def evaluate_model(model: Classifier, dataset: ClipDataset, cfg: Config, task: str,
-                   classes: list[int], d: distributed.Dist, *, batch_size: int,
+                   classes: list[int], d: runtime.Dist, *, batch_size: int,
                    num_workers: int | None = None, progress: bool = False) -> dict:
     """predict + score; the finetuning loop's validation. Metrics are the same on every rank."""
     scores, evaluated = predict(model, dataset, cfg, d, batch_size=batch_size,
@@ -230,7 +230,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, views: int 
                             label_column=labels["label_column"], vocab=labels["vocab"],
                             num_views=views)
     owned = not (torch_dist.is_available() and torch_dist.is_initialized())
-    d = distributed.setup(device)
+    d = runtime.setup(device)
     try:
         model.to(d.device)
         try:
@@ -241,7 +241,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, views: int 
             raise ConfigError(f"cannot evaluate on '{data}': {err}") from None
     finally:
         if owned:
-            distributed.teardown()
+            runtime.teardown()
     if not d.is_main:
         return None
     return {**{k: json_safe(v) for k, v in metrics.items()}, "views": views,

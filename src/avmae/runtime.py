@@ -1,4 +1,4 @@
-"""torch.distributed set-up for runs launched with torchrun (DDP): NCCL on GPUs, gloo on CPU.
+"""Where a run executes: torch.distributed set-up for runs launched with torchrun (DDP): NCCL on GPUs, gloo on CPU.
 
 A plain `avmae pretrain` is a world of one; `torchrun --nproc_per_node N -m avmae.cli pretrain ...`
 (or `torchrun ... $(which avmae) pretrain ...`) gives each process its RANK / WORLD_SIZE / LOCAL_RANK.
@@ -6,6 +6,7 @@ A plain `avmae pretrain` is a world of one; `torchrun --nproc_per_node N -m avma
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -81,3 +82,21 @@ def any_rank(flag: bool, d: Dist) -> bool:
 def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()
+
+
+# ---- the CUDA fast path: bf16 autocast and TF32 ----
+
+def autocast(amp: str, device: torch.device):
+    """bf16 autocast where asked for ("bf16") or, with "auto", on GPUs that support it."""
+    use = amp == "bf16" or (amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if not use:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def use_fast_math(device: torch.device) -> None:
+    """TF32 for what stays fp32 on a CUDA device (matmuls outside autocast, e.g. the optimiser-side
+    and evaluation passes; convolutions: cuDNN's default already). Process-wide, set once per run."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True

@@ -12,26 +12,26 @@ import argparse
 import importlib
 import sys
 
-from .config import ConfigError, RunError
+from avmae.config import ConfigError, RunError
 
 COMMANDS = {
-    "synth": ("avmae.synth", "write the synthetic audiovisual dataset (real mp4 files + CSV manifests)"),
+    "synth": ("avmae.cli.synth", "write the synthetic audiovisual dataset (real mp4 files + CSV manifests)"),
     "manifest": ("avmae.data.annotations", "official annotation files (VGGSound, AudioSet, Epic "
                  "Kitchens) -> train/test manifests and the class vocabulary"),
     "prepare": ("avmae.data.prepare", "turn a manifest of raw videos into shards for fast loading"),
     "stats": ("avmae.data.stats", "log-mel mean/std (and video stats) of a dataset, as JSON"),
-    "presets": ("avmae.info", "list the presets"),
-    "info": ("avmae.info", "JSON: parameters per part, tokens, visible tokens, GFLOPs"),
-    "pretrain": ("avmae.pretrain", "pretrain an AV-MAE on a manifest or shards"),
-    "finetune": ("avmae.finetune", "finetune AST / ViViT / MBT from an AV-MAE checkpoint"),
-    "evaluate": ("avmae.evaluate", "evaluate a finetuned checkpoint; JSON metrics on stdout"),
-    "visualize": ("avmae.visualize", "the paper's Figure 5 (reconstructions) for one clip"),
-    "embed": ("avmae.embed", "per-clip audio and video embeddings"),
-    "probe": ("avmae.probe", "linear and k-NN probes of a frozen encoder; JSON metrics on stdout"),
-    "quickstart": ("avmae.quickstart", "the whole method end to end on the embedded default"),
-    "reproduce": ("avmae.reproduce", "run one of the paper's ablation tables at a chosen scale"),
+    "presets": ("avmae.cli.info", "list the presets"),
+    "info": ("avmae.cli.info", "JSON: parameters per part, tokens, visible tokens, GFLOPs"),
+    "pretrain": ("avmae.training.pretrain", "pretrain an AV-MAE on a manifest or shards"),
+    "finetune": ("avmae.training.finetune", "finetune AST / ViViT / MBT from an AV-MAE checkpoint"),
+    "evaluate": ("avmae.evaluation.evaluate", "evaluate a finetuned checkpoint; JSON metrics on stdout"),
+    "visualize": ("avmae.evaluation.figures", "the paper's Figure 5 (reconstructions) for one clip"),
+    "embed": ("avmae.evaluation.embed", "per-clip audio and video embeddings"),
+    "probe": ("avmae.evaluation.probe", "linear and k-NN probes of a frozen encoder; JSON metrics on stdout"),
+    "quickstart": ("avmae.cli.quickstart", "the whole method end to end on the embedded default"),
+    "reproduce": ("avmae.cli.reproduce", "run one of the paper's ablation tables at a chosen scale"),
     "import-scenic": ("avmae.interop.scenic", "an official Scenic (Flax) AV-MAE / MBT checkpoint -> an avmae run"),
-    "check": ("avmae.check", "list a run's checkpoints and whether each verifies"),
+    "check": ("avmae.cli.check", "list a run's checkpoints and whether each verifies"),
 }
 
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as err:  # an I/O error no command turned into its own line (checkpoint.writing)
-        from .checkpoint import errno_text
+        from avmae.checkpoint import errno_text
         where = f"'{err.filename}': " if err.filename else ""
         sys.stderr.write(f"avmae {args.command}: error: {where}{errno_text(err)}\n")
         return 2
@@ -85,6 +85,3 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("avmae: interrupted\n")
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

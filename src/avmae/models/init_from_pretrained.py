@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .classifier import EncoderClassifier, StreamClassifier
-from .config import Config, ConfigError, ModelConfig
+from avmae.models.classifier import EncoderClassifier, StreamClassifier
+from avmae.config import Config, ConfigError, ModelConfig
 
 DECODER_PREFIXES = ("decoder.", "decoder_embed.", "mask_token.")
 # MBT with one final norm for both streams (finetune.shared_norm, the official MBT): the official

@@ -50,7 +50,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, RunError
+from avmae.config import ConfigError, RunError
 
 PRESET = "tiny-4l-cpu"
 MODALITIES = ("audio", "video", "av")
@@ -159,7 +159,7 @@ def _say(line: str) -> None:
 
 def avmae(argv: list[str]) -> None:
     """Print `avmae ARGV` and run it through the command line's own entry point."""
-    from .cli import main
+    from avmae.cli import main
     _say("$ avmae " + shlex.join(argv))
     status = main(argv)
     if status != 0:
@@ -174,7 +174,7 @@ def set_args(items: list[str]) -> list[str]:
 def evaluate_last(run: Path, test: Path) -> dict:
     """`avmae evaluate RUN/checkpoints/last --data TEST --views 1`, printed, in process: the last
     checkpoint, never one picked by its validation score."""
-    from .evaluate import evaluate_checkpoint
+    from avmae.evaluation.evaluate import evaluate_checkpoint
     last = run / "checkpoints" / "last"
     _say("$ avmae evaluate " + shlex.join([str(last), "--data", str(test), "--views", "1"]))
     metrics = evaluate_checkpoint(last, test, views=1, progress=True)
@@ -190,7 +190,7 @@ QUICKSTART_FILES = ("data", "shards", "runs", "figures", "results.json")
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse a folder holding an earlier quickstart unless --overwrite (then remove it)."""
-    from .training import guard_run_dir
+    from avmae.run_dir import guard_run_dir
     guard_run_dir(out, resume=False, overwrite=overwrite, files=QUICKSTART_FILES,
                   what="an earlier quickstart", resume_flag=False)
 
@@ -203,7 +203,7 @@ def quickstart(out: Path, plan: Plan, overwrite: bool = False) -> dict:
     if plan.test_clips >= plan.clips:
         raise ConfigError(f"--test-clips {plan.test_clips} leaves no training clips of --clips "
                           f"{plan.clips}")
-    from .training import claim_run_dir
+    from avmae.run_dir import claim_run_dir
     with claim_run_dir(out, resume=False, overwrite=overwrite, files=QUICKSTART_FILES,
                        what="an earlier quickstart", resume_flag=False):
         return _quickstart(out, plan)
@@ -271,7 +271,7 @@ def _quickstart(out: Path, plan: Plan) -> dict:
     avmae(["visualize", str(pretrained), str(clip), "--out", str(figure)])
     stages.end()
 
-    from .checkpoint import writing
+    from avmae.checkpoint import writing
     with writing(out / "results.json"):
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     _say("\n" + table(results, plan, test_clips=_count_rows(data / "test.csv")))
@@ -314,7 +314,7 @@ def labelled_subset(manifest: Path, out: Path, per_class: int) -> int:
 def probe_top1(pretrained: Path | None, labelled: Path, test: Path, seed: int) -> dict:
     """`avmae probe` of the pretrained encoder (or of a random-init one of the same preset, seeded
     like every run), audiovisual features, printed; returns {"linear": %, "knn": %} top-1."""
-    from .probe import probe
+    from avmae.evaluation.probe import probe
     run = str(pretrained) if pretrained is not None else "scratch"
     source = [run] if pretrained is not None else [run, "--preset", PRESET, "--seed", str(seed)]
     _say("$ avmae probe " + shlex.join([*source, "--data", str(labelled), "--val", str(test),

@@ -14,18 +14,26 @@ from pathlib import Path
 
 import torch
 
-from . import distributed
-from .checkpoint import load_weights, writing
-from .config import Config, ConfigError, build_config
-from .data.dataset import build_dataset, build_loader, build_train_loader
-from .info import add_config_arguments
-from .masking import sample_noise
-from .model import AVMAE
-from .optimization import build_optimizer, param_groups_weight_decay, scaled_lr
-from .recipes import add_recipe_argument, recipe_overrides
-from .training import (RunLog, add_run_dir_arguments, autocast, claim_run_dir, load_resume,
-                       lr_summary, model_inputs, resolve_budget, save_training_checkpoint,
-                       train_loop, use_fast_math, wrap_model, write_config)
+from avmae import runtime
+from avmae.checkpoint import load_weights, writing
+from avmae.cli.info import add_config_arguments
+from avmae.config import Config, ConfigError, build_config
+from avmae.data.dataset import build_dataset, build_loader, build_train_loader
+from avmae.models.avmae import AVMAE
+from avmae.models.masking import sample_noise
+from avmae.recipes import add_recipe_argument, recipe_overrides
+from avmae.run_dir import RunLog, add_run_dir_arguments, claim_run_dir, write_config
+from avmae.runtime import autocast, use_fast_math
+from avmae.training.loop import (
+    load_resume,
+    lr_summary,
+    model_inputs,
+    resolve_budget,
+    save_training_checkpoint,
+    train_loop,
+    wrap_model,
+)
+from avmae.training.optim import build_optimizer, param_groups_weight_decay, scaled_lr
 
 KIND = "avmae_pretrain"
 MODALITY_SEED = {"audio": 1, "video": 2}
@@ -109,14 +117,14 @@ def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False,
         if resume:
             weights, state, cfg, ckpt = load_resume(run_dir, KIND)
             cfg = build_config(None, overrides, base=cfg)
-        d = distributed.setup(device)
+        d = runtime.setup(device)
         try:
             return _pretrain(cfg, data, run_dir, d, weights, state, init, knn)
         finally:
-            distributed.teardown()
+            runtime.teardown()
 
 
-def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weights, state, init=None,
+def _pretrain(cfg: Config, data: str, run_dir: Path, d: runtime.Dist, weights, state, init=None,
               knn: tuple[str, str] | None = None) -> Path:
     t = cfg.train
     torch.manual_seed(t.seed)  # identical initial weights on every rank
@@ -144,7 +152,7 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
     figure_batch = _figure_batch(data, cfg) if d.is_main and t.figure_clips > 0 else None
     monitor = None
     if knn is not None and d.is_main:
-        from .probe import KnnMonitor
+        from avmae.evaluation.probe import KnnMonitor
         monitor = KnnMonitor(*knn, cfg, d.device)
     log = RunLog(run_dir, d.is_main, budget.total_steps, step, "pretrain")
     log.print(f"pretraining {cfg.model.encoder} encoder / {cfg.model.decoder} decoder, "
@@ -177,11 +185,11 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: distributed.Dist, weight
     if stopped:
         return run_dir
     if d.is_main:
-        from .visualize import loss_curve
+        from avmae.evaluation.figures import loss_curve
         with writing(run_dir / "loss_curve.png", run_dir):
             path = loss_curve(run_dir)
         log.print(_loss_summary(run_dir) + (f"; loss curve: {path}" if path else ""))
-    distributed.barrier(d)  # every rank leaves the process group together (teardown races)
+    runtime.barrier(d)  # every rank leaves the process group together (teardown races)
     return run_dir
 
 
@@ -197,12 +205,12 @@ def _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batc
             shown = ", ".join(f"{k} {v:.4f}" for k, v in knn.items() if isinstance(v, float))
             log.print(f"step {step}: k-NN monitor on {monitor.val}: {shown}")
         if figure_batch is not None:
-            from .visualize import reconstruction_figure
+            from avmae.evaluation.figures import reconstruction_figure
             fig = run_dir / "figures" / f"reconstruction_step{step:07d}.png"
             with writing(fig, run_dir):
                 reconstruction_figure(model, figure_batch, fig)
             log.print(f"step {step}: checkpoint {path}, reconstructions {fig}")
-    distributed.barrier(d)
+    runtime.barrier(d)
 
 
 def _figure_batch(data: str, cfg: Config) -> dict | None:
@@ -221,7 +229,7 @@ def _figure_batch(data: str, cfg: Config) -> dict | None:
 
 
 def _loss_summary(run_dir: Path) -> str:
-    from .training import read_metrics
+    from avmae.run_dir import read_metrics
     rows = [r for r in read_metrics(run_dir) if "loss" in r]
     if not rows:
         return "no losses logged"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .transformer import Transformer, drop_path_schedule
+from avmae.config import ModelConfig
+from avmae.models.transformer import Transformer, drop_path_schedule
 
 Tokens = dict[str, torch.Tensor]
 

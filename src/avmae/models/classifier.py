@@ -36,11 +36,11 @@ import re
 import torch
 from torch import nn
 
-from .config import Config, ConfigError, FinetuneConfig, ModelConfig
-from .encoders import Tokens, build_encoder
-from .patch_embed import AudioPatchEmbed, VideoPatchEmbed
-from .pos_embed import sincos_pos_embed
-from .transformer import Transformer, drop_path_schedule, init_weights
+from avmae.config import Config, ConfigError, FinetuneConfig, ModelConfig
+from avmae.models.encoders import Tokens, build_encoder
+from avmae.models.patch_embed import AudioPatchEmbed, VideoPatchEmbed
+from avmae.models.pos_embed import sincos_pos_embed
+from avmae.models.transformer import Transformer, drop_path_schedule, init_weights
 
 FINETUNE_MODALITIES = {"audio": ["audio"], "video": ["video"], "av": ["audio", "video"]}
 Logits = torch.Tensor | tuple[torch.Tensor, ...]

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from avmae.config import TrainConfig
 
 
 def scaled_lr(base_lr: float, global_batch: int, lr_batch: int) -> float:

@@ -16,15 +16,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ConfigError, ModelConfig
-from .decoders import Decoder
-from .encoders import Tokens, build_encoder
-from .masking import random_masking, unshuffle
-from .objectives import inpaint_sequence, masked_mse, reconstruction_target
-from .patch_embed import (AudioPatchEmbed, VideoPatchEmbed, patchify_audio, patchify_video,
+from avmae.config import ConfigError, ModelConfig
+from avmae.models.decoders import Decoder
+from avmae.models.encoders import Tokens, build_encoder
+from avmae.models.masking import random_masking, unshuffle
+from avmae.models.objectives import inpaint_sequence, masked_mse, reconstruction_target
+from avmae.models.patch_embed import (AudioPatchEmbed, VideoPatchEmbed, patchify_audio, patchify_video,
                           unpatchify_audio, unpatchify_video)
-from .pos_embed import sincos_pos_embed
-from .transformer import init_weights
+from avmae.models.pos_embed import sincos_pos_embed
+from avmae.models.transformer import init_weights
 
 OTHER = {"audio": "video", "video": "audio"}
 INPAINT_TARGETS = {"inpaint_video_from_audio": ["video"], "inpaint_audio_from_video": ["audio"],

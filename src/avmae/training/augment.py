@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import FinetuneConfig
+from avmae.config import FinetuneConfig
 
 Targets = torch.Tensor | tuple[torch.Tensor, ...]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from torch import nn
 
-from .config import ModelConfig
-from .encoders import Tokens, concat_tokens, split_tokens
-from .transformer import Transformer
+from avmae.config import ModelConfig
+from avmae.models.encoders import Tokens, concat_tokens, split_tokens
+from avmae.models.transformer import Transformer
 
 
 class Decoder(nn.Module):

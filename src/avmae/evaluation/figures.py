@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .config import ConfigError  # noqa: E402
-from .model import AVMAE  # noqa: E402
-from .training import read_metrics  # noqa: E402
+from avmae.config import ConfigError  # noqa: E402
+from avmae.models.avmae import AVMAE  # noqa: E402
+from avmae.run_dir import read_metrics  # noqa: E402
 
 FRAMES_SHOWN = 8  # the paper shows 8 of the 16 frames "for clarity"
 
@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .api import load_clip
-    from .checkpoint import load_weights, writing
+    from avmae.api import load_clip
+    from avmae.checkpoint import load_weights, writing
 
     weights, cfg, kind, _ = load_weights(args.checkpoint)
     if kind != "avmae_pretrain":

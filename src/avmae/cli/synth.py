@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError
+from avmae.config import ConfigError
 
 SHAPES = ("disc", "square", "triangle", "ring")
 TIMBRES = ("tone", "buzz", "chirp", "noise")

@@ -30,16 +30,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_weights
-from .classifier import FINETUNE_MODALITIES
-from .config import Config, ConfigError, build_config
-from .data.dataset import ClipDataset, build_dataset, build_loader
-from .data.manifest import label_columns
-from .distributed import resolve_device
-from .embed import pooled_batches
-from .evaluate import json_safe, label_task, load_finetuned, score
-from .info import add_config_arguments
-from .model import AVMAE
+from avmae.checkpoint import load_weights
+from avmae.models.classifier import FINETUNE_MODALITIES
+from avmae.config import Config, ConfigError, build_config
+from avmae.data.dataset import ClipDataset, build_dataset, build_loader
+from avmae.data.manifest import label_columns
+from avmae.runtime import resolve_device
+from avmae.evaluation.embed import pooled_batches
+from avmae.evaluation.evaluate import json_safe, label_task, load_finetuned, score
+from avmae.cli.info import add_config_arguments
+from avmae.models.avmae import AVMAE
 
 PRETRAIN_KIND = "avmae_pretrain"
 FINETUNE_KIND = "avmae_finetune"

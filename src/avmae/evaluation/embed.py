@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_weights, writing
-from .config import ConfigError
-from .data.dataset import build_dataset, build_loader
-from .distributed import resolve_device
-from .model import AVMAE
+from avmae.checkpoint import load_weights, writing
+from avmae.config import ConfigError
+from avmae.data.dataset import build_dataset, build_loader
+from avmae.runtime import resolve_device
+from avmae.models.avmae import AVMAE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -50,11 +50,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .checkpoint import step_checkpoints, step_name, writing
-from .config import ConfigError, PRESETS, build_config
-from .quickstart import (FINETUNE_RECIPE, PRETRAIN_RECIPE, Plan, avmae, evaluate_last, labelled_subset,
+from avmae.checkpoint import step_checkpoints, step_name, writing
+from avmae.config import ConfigError, PRESETS, build_config
+from avmae.cli.quickstart import (FINETUNE_RECIPE, PRETRAIN_RECIPE, Plan, avmae, evaluate_last, labelled_subset,
                          set_args, synth_args)
-from .training import claim_run_dir
+from avmae.run_dir import claim_run_dir
 
 COLUMN_TITLES = {"audio": "Audio-only", "video": "Video-only", "av": "Audiovisual"}
 

@@ -10,9 +10,9 @@ MFU divides by): activation checkpointing's recomputed forward is not counted.
 
 from __future__ import annotations
 
-from .config import Config
-from .masking import num_visible
-from .model import INPAINT_TARGETS, OTHER, model_modalities
+from avmae.config import Config
+from avmae.models.masking import num_visible
+from avmae.models.avmae import INPAINT_TARGETS, OTHER, model_modalities
 
 
 def token_grid(cfg: Config) -> dict[str, tuple[int, ...]]:
@@ -73,7 +73,7 @@ def finetune_flops(cfg: Config, num_classes: int = 0) -> dict[str, float]:
     config's input (the finetuning input: 32 frames in Table 16). MBT: each stream over its own
     tokens, plus `bottlenecks` tokens in the layers from fusion_layer on; the pretraining encoder
     architecture: the encoder over all tokens. The head(s): 2 D C per modality."""
-    from .classifier import FINETUNE_MODALITIES
+    from avmae.models.classifier import FINETUNE_MODALITIES
     m, f = cfg.model, cfg.finetune
     mods = FINETUNE_MODALITIES[f.modality]
     total, _ = token_counts(cfg)

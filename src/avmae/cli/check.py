@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .checkpoint import BEST_NAME, MARKER, STATE, WEIGHTS, checkpoint_states, verify_checkpoint
-from .config import ConfigError
-from .training import RunLock
+from avmae.checkpoint import BEST_NAME, MARKER, STATE, WEIGHTS, checkpoint_states, verify_checkpoint
+from avmae.config import ConfigError
+from avmae.run_dir import RunLock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import ConfigError
+from avmae.config import ConfigError
 
 
 def reconstruction_target(patches: torch.Tensor, norm_targets: bool) -> torch.Tensor:

@@ -37,22 +37,49 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import distributed
-from .augment import augment_spectrogram, mixup_modalities, one_hot, smooth_labels
-from .checkpoint import BEST_NAME, load_weights, save_best, writing
-from .classifier import build_classifier, param_groups_lrd
-from .config import FINETUNE_INPUT, Config, ConfigError, build_config, parse_overrides, set_value
-from .data.dataset import build_dataset, build_loader, build_train_loader
-from .data.manifest import load_vocab, num_classes, save_vocab, select_columns
-from .evaluate import (KIND, PRIMARY_METRIC, checkpoint_metadata, dataset_config,
-                       evaluate_model, head_sizes, label_task)
-from .info import add_config_arguments
-from .init_from_pretrained import init_classifier_from_avmae
-from .optimization import build_optimizer, scaled_lr
-from .recipes import add_recipe_argument, recipe_overrides
-from .training import (RunLog, add_run_dir_arguments, autocast, claim_run_dir, load_resume,
-                       lr_summary, model_inputs, resolve_budget, save_training_checkpoint,
-                       train_loop, use_fast_math, wrap_model, write_config)
+from avmae import runtime
+from avmae.checkpoint import BEST_NAME, load_weights, save_best, writing
+from avmae.cli.info import add_config_arguments
+from avmae.config import (
+    FINETUNE_INPUT,
+    Config,
+    ConfigError,
+    build_config,
+    parse_overrides,
+    set_value,
+)
+from avmae.data.dataset import build_dataset, build_loader, build_train_loader
+from avmae.data.manifest import load_vocab, num_classes, save_vocab, select_columns
+from avmae.evaluation.evaluate import (
+    KIND,
+    PRIMARY_METRIC,
+    checkpoint_metadata,
+    dataset_config,
+    evaluate_model,
+    head_sizes,
+    label_task,
+)
+from avmae.models.classifier import build_classifier, param_groups_lrd
+from avmae.models.init_from_pretrained import init_classifier_from_avmae
+from avmae.recipes import add_recipe_argument, recipe_overrides
+from avmae.run_dir import RunLog, add_run_dir_arguments, claim_run_dir, write_config
+from avmae.runtime import autocast, use_fast_math
+from avmae.training.augment import (
+    augment_spectrogram,
+    mixup_modalities,
+    one_hot,
+    smooth_labels,
+)
+from avmae.training.loop import (
+    load_resume,
+    lr_summary,
+    model_inputs,
+    resolve_budget,
+    save_training_checkpoint,
+    train_loop,
+    wrap_model,
+)
+from avmae.training.optim import build_optimizer, scaled_lr
 
 # Finetuning's recipe replaces the pretraining one the checkpoint carries (Table 16).
 FINETUNE_DEFAULTS = {
@@ -192,15 +219,15 @@ def finetune(init: str | None, data: str, val: str, out: str, *, modality: str |
                 init_cfg = base
             cfg = finetune_config(base, modality, overrides, recipe)
         given_vocab = load_vocab(vocab) if vocab is not None else None
-        d = distributed.setup(device)
+        d = runtime.setup(device)
         try:
             return _finetune(cfg, data, val, run_dir, d, str(init), init_weights, init_cfg,
                              init_kind, weights, state, stored, given_vocab)
         finally:
-            distributed.teardown()
+            runtime.teardown()
 
 
-def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Dist, init: str,
+def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: runtime.Dist, init: str,
               init_weights, init_cfg, init_kind, weights, state, stored, given_vocab) -> Path:
     t, f = cfg.train, cfg.finetune
     task = label_task(f.label_column)
@@ -286,14 +313,14 @@ def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: distributed.Di
     if stopped:
         return run_dir
     if d.is_main:
-        from .visualize import loss_curve
+        from avmae.evaluation.figures import loss_curve
         with writing(run_dir / "loss_curve.png", run_dir):
             path = loss_curve(run_dir)
         found = f"best val {metric} {best['value']:.4f} at step {best['step']} " \
                 f"({run_dir / 'checkpoints' / BEST_NAME})" if best else "no validation score"
         log.print(f"{found}; `avmae evaluate {run_dir} --data {val}` averages {f.views} views per clip"
                   + (f"; loss curve: {path}" if path else ""))
-    distributed.barrier(d)  # every rank leaves the process group together (teardown races)
+    runtime.barrier(d)  # every rank leaves the process group together (teardown races)
     return run_dir
 
 
@@ -348,7 +375,7 @@ def per_modality_loss(logits: dict, targets: dict, task: str) -> tuple[torch.Ten
 # ---- validation and checkpoints -------------------------------------------------------------
 
 def _validate(model, val_set, data_cfg: Config, task: str, classes: list[int], step: int,
-              epoch: int, d: distributed.Dist, log: RunLog) -> dict | None:
+              epoch: int, d: runtime.Dist, log: RunLog) -> dict | None:
     """Metrics on VAL, one centre view per clip (cheap; `avmae evaluate` averages more views)."""
     try:
         scores = evaluate_model(model, val_set, data_cfg, task, classes, d,
@@ -364,7 +391,7 @@ def _validate(model, val_set, data_cfg: Config, task: str, classes: list[int], s
 
 
 def _checkpoint(run_dir: Path, step: int, model, cfg: Config, optimizer, epoch: int, metadata: dict,
-                best: dict | None, scores: dict | None, metric: str, d: distributed.Dist,
+                best: dict | None, scores: dict | None, metric: str, d: runtime.Dist,
                 log: RunLog) -> dict | None:
     """Save the step's checkpoint (best-so-far in its state, for resume); update `best`."""
     value = None if scores is None else scores[metric]
@@ -377,5 +404,5 @@ def _checkpoint(run_dir: Path, step: int, model, cfg: Config, optimizer, epoch: 
         if improved:
             save_best(run_dir, path, step, scores)
         log.print(f"step {step}: checkpoint {path}" + (" (best so far)" if improved else ""))
-    distributed.barrier(d)
+    runtime.barrier(d)
     return best
