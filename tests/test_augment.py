@@ -4,7 +4,7 @@ import dataclasses
 
 import torch
 
-from avmae.training.augment import (augment_spectrogram, mixup, mixup_modalities, one_hot, sample_mixup,
+from avmae.training.augment import (augment_spectrogram, mixup_modalities, one_hot, sample_mixup,
                            smooth_labels, spec_augment, time_shift)
 from avmae.config import FinetuneConfig
 
@@ -28,44 +28,9 @@ def test_one_hot_and_label_smoothing():
     torch.testing.assert_close(multi, torch.tensor([[0.85, 0.85, 0.05, 0.05]]))
 
 
-def test_mixup_shares_lambda_and_pairing_across_modalities_and_targets():
-    B = 6
-    audio = torch.randn(B, 1, 32, 16, generator=gen(1))
-    video = torch.randn(B, 3, 2, 8, 8, generator=gen(2))
-    verb, noun = one_hot(torch.arange(B) % 3, 3), one_hot(torch.arange(B) % 5, 5)
-    mixed, (mv, mn), lam, perm = mixup({"audio": audio, "video": video}, (verb, noun), 0.5, gen(3))
-    assert 0.0 < lam < 1.0 and sorted(perm.tolist()) == list(range(B)) and not torch.equal(perm, torch.arange(B))
-    torch.testing.assert_close(mixed["audio"], lam * audio + (1 - lam) * audio[perm])
-    torch.testing.assert_close(mixed["video"], lam * video + (1 - lam) * video[perm])
-    torch.testing.assert_close(mv, lam * verb + (1 - lam) * verb[perm])
-    torch.testing.assert_close(mn, lam * noun + (1 - lam) * noun[perm])
-    torch.testing.assert_close(mv.sum(1), torch.ones(B))   # still distributions
-    torch.testing.assert_close(mn.sum(1), torch.ones(B))
-    # Sample b's audio and video are mixed with the same partner: recover it from each modality.
-    for b in range(B):
-        for x, y in ((audio, mixed["audio"]), (video, mixed["video"])):
-            partner = (y[b] - lam * x[b]) / (1 - lam)
-            torch.testing.assert_close(partner, x[perm[b]], atol=1e-4, rtol=1e-4)
-
-
-def test_mixup_multi_hot_targets_and_a_missing_modality():
-    targets = torch.tensor([[1.0, 1, 0], [0, 0, 1], [0, 1, 1], [1, 0, 0]])
-    mixed, t, lam, perm = mixup({"audio": torch.ones(4, 1, 16, 16), "video": None}, targets, 0.5, gen(4))
-    assert mixed["video"] is None
-    torch.testing.assert_close(t, lam * targets + (1 - lam) * targets[perm])
-    torch.testing.assert_close(t.sum(1), lam * targets.sum(1) + (1 - lam) * targets[perm].sum(1))
-
-
-def test_mixup_is_reproducible_and_off_at_alpha_zero():
-    x = torch.randn(5, 1, 16, 16)
-    t = one_hot(torch.arange(5), 5)
-    a = mixup({"audio": x}, t, 1.25, gen(7))
-    b = mixup({"audio": x}, t, 1.25, gen(7))
-    assert a[2] == b[2] and torch.equal(a[3], b[3]) and torch.equal(a[0]["audio"], b[0]["audio"])
+def test_sample_mixup_draws_a_lambda_per_seed():
     lams = {sample_mixup(5, 0.5, gen(s))[0] for s in range(10)}
     assert len(lams) == 10 and all(0 < l < 1 for l in lams)
-    mixed, t2, lam, perm = mixup({"audio": x}, t, 0.0, gen(0))
-    assert lam == 1.0 and torch.equal(mixed["audio"], x) and torch.equal(t2, t)
 
 
 def bands(row: torch.Tensor) -> list[tuple[int, int]]:

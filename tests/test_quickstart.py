@@ -116,18 +116,6 @@ def test_labelled_subset_keeps_the_first_clips_of_each_class(tmp_path):
         f"{(tmp_path / 'data' / 'clips' / 'a.mp4').resolve()},x,v"
 
 
-def test_out_dir_checks(tmp_path):
-    from avmae.config import ConfigError
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match="is a file"):
-        quickstart.check_out_dir(tmp_path / "file", overwrite=False)
-    (tmp_path / "old" / "runs").mkdir(parents=True)
-    with pytest.raises(ConfigError, match="--overwrite"):
-        quickstart.check_out_dir(tmp_path / "old", overwrite=False)
-    quickstart.check_out_dir(tmp_path / "old", overwrite=True)
-    assert not (tmp_path / "old" / "runs").exists()
-
-
 def test_a_test_split_as_large_as_the_dataset_is_refused_in_one_line(tmp_path, capsys):
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "--clips", "400"]) == 2
     err = capsys.readouterr().err.strip()

@@ -188,13 +188,6 @@ def evaluate_last(run: Path, test: Path) -> dict:
 QUICKSTART_FILES = ("data", "shards", "runs", "figures", "results.json")
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a folder holding an earlier quickstart unless --overwrite (then remove it)."""
-    from avmae.run_dir import guard_run_dir
-    guard_run_dir(out, resume=False, overwrite=overwrite, files=QUICKSTART_FILES,
-                  what="an earlier quickstart", resume_flag=False)
-
-
 def quickstart(out: Path, plan: Plan, overwrite: bool = False) -> dict:
     """Run every stage into `out`; returns the results dict written to out/results.json."""
     for name in ("clips", "test_clips", "pretrain_steps", "finetune_steps", "labelled_per_class"):

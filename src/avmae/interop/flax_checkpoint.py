@@ -68,6 +68,43 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     return out
 
 
+def _read_state(unpacker: msgpack.Unpacker) -> tuple[dict | None, str | None, int]:
+    """(params, layout, global step) from the top-level map of a saved train state; every other
+    entry is skipped in the stream."""
+    params, layout, step = None, None, 0
+    for _ in range(unpacker.read_map_header()):
+        key = unpacker.unpack()
+        if key == "params":
+            params, layout = unpacker.unpack(), "train_state"
+        elif key == "optimizer":
+            params, layout = _optimizer_target(unpacker, params, layout)
+        elif key == "global_step":
+            step = int(unpacker.unpack())
+        else:
+            unpacker.skip()          # opt_state, rng, model state, metadata
+    return params, layout, step
+
+
+def _optimizer_target(unpacker: msgpack.Unpacker, params, layout):
+    """The old flax.optim trainer's {"target": params, "state": ...}: (its target, "optimizer"),
+    or (params, layout) as given when it has none."""
+    for _ in range(unpacker.read_map_header()):
+        if unpacker.unpack() == "target":
+            params, layout = unpacker.unpack(), "optimizer"
+        else:
+            unpacker.skip()  # the optimizer's state: moments, step
+    return params, layout
+
+
+def _expect_end(unpacker: msgpack.Unpacker) -> None:
+    """Raise ValueError when anything follows the checkpoint's map."""
+    try:
+        unpacker.unpack()
+    except msgpack.OutOfData:
+        return
+    raise ValueError("trailing data")
+
+
 def read_params(path: str | Path) -> tuple[dict[str, np.ndarray], str, int]:
     """(flat parameters {"Transformer_rgb/encoderblock_0/...": array}, layout, global step).
 
@@ -78,31 +115,12 @@ def read_params(path: str | Path) -> tuple[dict[str, np.ndarray], str, int]:
     if not path.is_file():
         raise ConfigError(f"checkpoint '{path}' not found (download it from the Model Zoo, "
                           "scenic/projects/av_mae/README.md)")
-    params, layout, step = None, None, 0
     try:
         with open(path, "rb") as f:
             unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False, ext_hook=_ext_hook,
                                         read_size=READ_SIZE, max_buffer_size=MAX_BUFFER)
-            for _ in range(unpacker.read_map_header()):
-                key = unpacker.unpack()
-                if key == "params":
-                    params, layout = unpacker.unpack(), "train_state"
-                elif key == "optimizer":
-                    for _ in range(unpacker.read_map_header()):
-                        if unpacker.unpack() == "target":
-                            params, layout = unpacker.unpack(), "optimizer"
-                        else:
-                            unpacker.skip()  # the optimizer's state: moments, step
-                elif key == "global_step":
-                    step = int(unpacker.unpack())
-                else:
-                    unpacker.skip()          # opt_state, rng, model state, metadata
-            try:
-                unpacker.unpack()
-            except msgpack.OutOfData:
-                pass
-            else:
-                raise ValueError("trailing data")
+            params, layout, step = _read_state(unpacker)
+            _expect_end(unpacker)
     except msgpack.OutOfData:
         raise ConfigError(f"'{path}' ends early ({path.stat().st_size} bytes): the download is "
                           "truncated; download it again") from None

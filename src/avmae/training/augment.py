@@ -1,8 +1,6 @@
 """Finetuning augmentations on batches (paper B.2, Tables 16-18), in torch.
 
     one_hot, smooth_labels   targets as class probabilities; label smoothing 0.3
-    mixup                    Mixup [81]: one lambda and one pairing per batch, shared by audio,
-                             video and every target
     mixup_modalities         Mixup per modality, what finetuning uses (official `mixmod=True`,
                              alpha 0.5; 1.25 audio-only, Tables 17-18): one pairing, one lambda per
                              modality, and per modality its own mixed targets
@@ -62,22 +60,6 @@ def _mix(x: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
     if lam == 1.0:
         return x
     return lam * x + (1.0 - lam) * x[perm.to(x.device, non_blocking=True)]
-
-
-def mixup(inputs: dict[str, torch.Tensor | None], targets: Targets, alpha: float,
-          generator: torch.Generator) -> tuple[dict[str, torch.Tensor | None], Targets, float, torch.Tensor]:
-    """x~ = lam * x + (1 - lam) * x[perm] for every input and target, with ONE lambda and ONE
-    permutation so that a sample's audio, video and labels stay paired.
-
-    inputs: {"audio": (B, 1, T, F), "video": (B, 3, T, H, W)} (None entries pass through);
-    targets: float (B, C) one-hot / soft / multi-hot, or a tuple of them (verb, noun).
-    Returns (mixed inputs, mixed targets, lam, perm). Single-label targets still sum to one.
-    """
-    batch = next(v.shape[0] for v in inputs.values() if v is not None)
-    lam, perm = sample_mixup(batch, alpha, generator)
-
-    mixed = {m: None if x is None else _mix(x, lam, perm) for m, x in inputs.items()}
-    return mixed, mix_targets(targets, lam, perm), lam, perm
 
 
 def mix_targets(targets: Targets, lam: float, perm: torch.Tensor) -> Targets:

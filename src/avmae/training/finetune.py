@@ -221,107 +221,167 @@ def finetune(init: str | None, data: str, val: str, out: str, *, modality: str |
         given_vocab = load_vocab(vocab) if vocab is not None else None
         d = runtime.setup(device)
         try:
-            return _finetune(cfg, data, val, run_dir, d, str(init), init_weights, init_cfg,
-                             init_kind, weights, state, stored, given_vocab)
+            run = Finetuning(cfg, data, val, run_dir, d, init=str(init), init_weights=init_weights,
+                             init_cfg=init_cfg, init_kind=init_kind, weights=weights, state=state,
+                             stored=stored, given_vocab=given_vocab)
+            run.setup()
+            return run.train()
         finally:
             runtime.teardown()
 
 
-def _finetune(cfg: Config, data: str, val: str, run_dir: Path, d: runtime.Dist, init: str,
-              init_weights, init_cfg, init_kind, weights, state, stored, given_vocab) -> Path:
-    t, f = cfg.train, cfg.finetune
-    task = label_task(f.label_column)
-    metric = PRIMARY_METRIC[task]
-    data_cfg = dataset_config(cfg)
-    # The vocabulary comes from the training data (a resumed run keeps the one it started with).
-    # A given vocabulary file (e.g. `avmae manifest`'s, in the official class order) may hold more
-    # columns than this run's label spec: the run takes its own.
-    vocab = json.loads(stored["vocab"]) if stored else \
-        None if given_vocab is None else select_columns(given_vocab, f.label_column)
-    train_set = build_dataset(data, data_cfg, train=True, label_column=f.label_column, vocab=vocab)
-    vocab = train_set.vocab
-    val_set = build_dataset(val, data_cfg, train=False, label_column=f.label_column, vocab=vocab)
-    classes = num_classes(vocab)
+class Finetuning:
+    """One finetuning run on this process: `setup` builds the datasets and vocabulary, the
+    classifier (initialised from `init_weights`, an AV-MAE's, or at random), the optimiser, the
+    resumed state (`weights`, `state` and the `stored` metadata of a checkpoint) and the loader;
+    `train` runs the shared loop (training.loop.train_loop) with `micro_step` and `save` (validate,
+    checkpoint, keep the best). Returns the run folder."""
 
-    torch.manual_seed(t.seed)  # identical new heads (and scratch weights) on every rank
-    model = build_classifier(cfg, head_sizes(classes))
-    report = init_classifier_from_avmae(model, init_weights, init_cfg, init_kind)
-    del init_weights
-    model.to(d.device)
-    modalities = model.modalities
-    first = build_loader(train_set, data_cfg, train=True, batch_size=t.batch_size, rank=d.rank,
-                         world_size=d.world_size, seed=t.seed, epoch=0)
-    budget = resolve_budget(t, first.batches_per_epoch, d.world_size)
-    del first
-    peak_lr = scaled_lr(t.base_lr, budget.global_batch, t.lr_batch)
-    optimizer = build_optimizer(param_groups_lrd(model, peak_lr, t.weight_decay, f.layer_decay),
-                                t, peak_lr)
-    step, best = 0, None
-    if weights is not None:
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
-        step, best = int(state["step"]), state.get("best")
-    ddp, forward = wrap_model(model, t, d)
-    use_fast_math(d.device)
-    # Everything `avmae evaluate` needs to rebuild the classifier from a checkpoint alone.
-    metadata = {"label_column": f.label_column, "task": task, "num_classes": json.dumps(classes),
-                "vocab": json.dumps(vocab), "init": stored["init"] if stored else init}
+    def __init__(self, cfg: Config, data: str, val: str, run_dir: Path, dist: runtime.Dist, *,
+                 init: str, init_weights: dict[str, torch.Tensor] | None = None,
+                 init_cfg: Config | None = None, init_kind: str | None = None,
+                 weights: dict[str, torch.Tensor] | None = None, state: dict | None = None,
+                 stored: dict | None = None, given_vocab: dict | None = None):
+        self.cfg, self.t, self.f = cfg, cfg.train, cfg.finetune
+        self.data, self.val, self.run_dir, self.d, self.init = data, val, run_dir, dist, init
+        self.init_weights, self.init_cfg, self.init_kind = init_weights, init_cfg, init_kind
+        self.weights, self.state, self.stored, self.given_vocab = weights, state, stored, given_vocab
 
-    if d.is_main:
-        write_config(run_dir, cfg)
-        with writing(run_dir / "vocab.json", run_dir):
-            save_vocab(vocab, run_dir / "vocab.json")
-    log = RunLog(run_dir, d.is_main, budget.total_steps, step, "finetune")
-    if weights is None:
-        log.print(f"init from {init}: {report.summary()}")
-    log.print(f"finetuning {f.modality} ({f.architecture}, {f.label_column}: "
-              f"{'+'.join(map(str, classes))} classes) on {len(train_set)} clips, validating on "
-              f"{len(val_set)}; {budget.total_steps} steps of global batch {budget.global_batch} "
-              f"on {d.world_size} x {d.device.type}; {lr_summary(t, budget.global_batch, peak_lr)}")
-    # One loader for the rest of the run (its workers live as long), from this step's batch on.
-    batches = iter(build_train_loader(train_set, data_cfg, batch_size=t.batch_size, rank=d.rank,
-                                      world_size=d.world_size, seed=t.seed,
-                                      per_epoch=budget.steps_per_epoch * t.accum_steps,
-                                      start=step * t.accum_steps,
-                                      total=budget.total_steps * t.accum_steps))
+    def setup(self) -> None:
+        cfg, t, f, d, run_dir = self.cfg, self.t, self.f, self.d, self.run_dir
+        weights, state, stored, given_vocab = self.weights, self.state, self.stored, self.given_vocab
+        self.task = task = label_task(f.label_column)
+        self.metric = PRIMARY_METRIC[task]
+        self.data_cfg = data_cfg = dataset_config(cfg)
+        # The vocabulary comes from the training data (a resumed run keeps the one it started with).
+        # A given vocabulary file (e.g. `avmae manifest`'s, in the official class order) may hold more
+        # columns than this run's label spec: the run takes its own.
+        vocab = json.loads(stored["vocab"]) if stored else \
+            None if given_vocab is None else select_columns(given_vocab, f.label_column)
+        train_set = build_dataset(self.data, data_cfg, train=True, label_column=f.label_column,
+                                  vocab=vocab)
+        vocab = train_set.vocab
+        self.val_set = val_set = build_dataset(self.val, data_cfg, train=False,
+                                               label_column=f.label_column, vocab=vocab)
+        self.classes = classes = num_classes(vocab)
 
-    def micro_step(batch: dict, empty: bool, step: int, generator) -> tuple[torch.Tensor, dict]:
-        inputs = model_inputs(batch, modalities, d.device)
-        targets = soft_targets(batch["label"].to(d.device, non_blocking=True), task, classes)
+        torch.manual_seed(t.seed)  # identical new heads (and scratch weights) on every rank
+        self.model = model = build_classifier(cfg, head_sizes(classes))
+        report = init_classifier_from_avmae(model, self.init_weights, self.init_cfg, self.init_kind)
+        self.init_weights = None
+        model.to(d.device)
+        self.modalities = model.modalities
+        first = build_loader(train_set, data_cfg, train=True, batch_size=t.batch_size, rank=d.rank,
+                             world_size=d.world_size, seed=t.seed, epoch=0)
+        self.budget = budget = resolve_budget(t, first.batches_per_epoch, d.world_size)
+        del first
+        self.peak_lr = peak_lr = scaled_lr(t.base_lr, budget.global_batch, t.lr_batch)
+        self.optimizer = optimizer = build_optimizer(
+            param_groups_lrd(model, peak_lr, t.weight_decay, f.layer_decay), t, peak_lr)
+        step, best = 0, None
+        if weights is not None:
+            model.load_state_dict(weights)
+            optimizer.load_state_dict(state["optimizer"])
+            step, best = int(state["step"]), state.get("best")
+        self.step, self.best = step, best
+        self.ddp, self.forward = wrap_model(model, t, d)
+        use_fast_math(d.device)
+        # Everything `avmae evaluate` needs to rebuild the classifier from a checkpoint alone.
+        self.metadata = {"label_column": f.label_column, "task": task,
+                         "num_classes": json.dumps(classes), "vocab": json.dumps(vocab),
+                         "init": stored["init"] if stored else self.init}
+
+        if d.is_main:
+            write_config(run_dir, cfg)
+            with writing(run_dir / "vocab.json", run_dir):
+                save_vocab(vocab, run_dir / "vocab.json")
+        self.log = log = RunLog(run_dir, d.is_main, budget.total_steps, step, "finetune")
+        if weights is None:
+            log.print(f"init from {self.init}: {report.summary()}")
+        log.print(f"finetuning {f.modality} ({f.architecture}, {f.label_column}: "
+                  f"{'+'.join(map(str, classes))} classes) on {len(train_set)} clips, validating on "
+                  f"{len(val_set)}; {budget.total_steps} steps of global batch {budget.global_batch} "
+                  f"on {d.world_size} x {d.device.type}; {lr_summary(t, budget.global_batch, peak_lr)}")
+        # One loader for the rest of the run (its workers live as long), from this step's batch on.
+        self.batches = iter(build_train_loader(train_set, data_cfg, batch_size=t.batch_size, rank=d.rank,
+                                               world_size=d.world_size, seed=t.seed,
+                                               per_epoch=budget.steps_per_epoch * t.accum_steps,
+                                               start=step * t.accum_steps,
+                                               total=budget.total_steps * t.accum_steps))
+
+    def train(self) -> Path:
+        d, run_dir, log, f, metric = self.d, self.run_dir, self.log, self.f, self.metric
+        stopped = train_loop(t=self.t, d=d, budget=self.budget, run_dir=run_dir, model=self.model,
+                             ddp=self.ddp, optimizer=self.optimizer, peak_lr=self.peak_lr,
+                             step=self.step, batches=self.batches, log=log,
+                             modalities=self.modalities, loss_keys=LOSS_KEYS[self.task],
+                             micro_step=self.micro_step, save=self.save)
+        if stopped:
+            return run_dir
+        if d.is_main:
+            from avmae.evaluation.figures import loss_curve
+            with writing(run_dir / "loss_curve.png", run_dir):
+                path = loss_curve(run_dir)
+            best = self.best
+            found = f"best val {metric} {best['value']:.4f} at step {best['step']} " \
+                    f"({run_dir / 'checkpoints' / BEST_NAME})" if best else "no validation score"
+            log.print(f"{found}; `avmae evaluate {run_dir} --data {self.val}` averages {f.views} "
+                      "views per clip" + (f"; loss curve: {path}" if path else ""))
+        runtime.barrier(d)  # every rank leaves the process group together (teardown races)
+        return run_dir
+
+    def micro_step(self, batch: dict, empty: bool, step: int, generator) -> tuple[torch.Tensor, dict]:
+        """One micro-batch's loss: augmentation and mixup drawn from `generator`, label smoothing,
+        MBT's per-modality loss (train_loop's `micro_step`)."""
+        t, f, d, task = self.t, self.f, self.d, self.task
+        inputs = model_inputs(batch, self.modalities, d.device)
+        targets = soft_targets(batch["label"].to(d.device, non_blocking=True), task, self.classes)
         if "audio" in inputs:
             inputs["audio"] = augment_spectrogram(inputs["audio"], f, generator)
         inputs, targets, _, _ = mixup_modalities(inputs, targets, f.mixup_alpha, generator)
         targets = {m: smooth(x, f.label_smoothing) for m, x in targets.items()}
         with autocast(t.amp, d.device):
-            logits = forward(**inputs, per_modality=True)
+            logits = self.forward(**inputs, per_modality=True)
         loss, parts = per_modality_loss(logits, targets, task)
         loss = loss * (0.0 if empty else 1.0)
         return loss, {"loss": loss, **parts}
 
-    def save(step: int, epoch: int, stopping: bool) -> None:
-        nonlocal best
-        # A stop request (preemption) saves at once; validation waits for the resume.
-        scores = None if stopping else _validate(model, val_set, data_cfg, task, classes, step,
-                                                 epoch, d, log)
-        best = _checkpoint(run_dir, step, model, cfg, optimizer, epoch, metadata, best, scores,
-                           metric, d, log)
+    def save(self, step: int, epoch: int, stopping: bool) -> None:
+        """train_loop's `save`: validate (not on a stop request: a preemption saves at once and
+        validation waits for the resume), then checkpoint."""
+        scores = None if stopping else self.validate(step, epoch)
+        self.checkpoint(step, epoch, scores)
 
-    stopped = train_loop(t=t, d=d, budget=budget, run_dir=run_dir, model=model, ddp=ddp,
-                         optimizer=optimizer, peak_lr=peak_lr, step=step, batches=batches, log=log,
-                         modalities=modalities, loss_keys=LOSS_KEYS[task], micro_step=micro_step,
-                         save=save)
-    if stopped:
-        return run_dir
-    if d.is_main:
-        from avmae.evaluation.figures import loss_curve
-        with writing(run_dir / "loss_curve.png", run_dir):
-            path = loss_curve(run_dir)
-        found = f"best val {metric} {best['value']:.4f} at step {best['step']} " \
-                f"({run_dir / 'checkpoints' / BEST_NAME})" if best else "no validation score"
-        log.print(f"{found}; `avmae evaluate {run_dir} --data {val}` averages {f.views} views per clip"
-                  + (f"; loss curve: {path}" if path else ""))
-    runtime.barrier(d)  # every rank leaves the process group together (teardown races)
-    return run_dir
+    def validate(self, step: int, epoch: int) -> dict | None:
+        """Metrics on VAL, one centre view per clip (cheap; `avmae evaluate` averages more views)."""
+        data_cfg, log = self.data_cfg, self.log
+        try:
+            scores = evaluate_model(self.model, self.val_set, data_cfg, self.task, self.classes,
+                                    self.d, batch_size=data_cfg.train.batch_size)
+        except ValueError as err:  # e.g. no readable clip, or no class with a positive (mAP)
+            log.print(f"step {step}: validation skipped: {err}")
+            return None
+        log.write({"step": step, "epoch": epoch, **{f"val_{k}": v for k, v in scores.items()}})
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if not k.startswith("clips"))
+        log.print(f"step {step}: val {shown} ({scores['clips_evaluated']} clips, "
+                  f"{scores['clips_skipped']} unreadable)")
+        return scores
+
+    def checkpoint(self, step: int, epoch: int, scores: dict | None) -> None:
+        """Save the step's checkpoint (best-so-far in its state, for resume); update `self.best`
+        and, when this step improved it, RUN/checkpoints/best."""
+        d, run_dir, metric, best = self.d, self.run_dir, self.metric, self.best
+        value = None if scores is None else scores[metric]
+        improved = value is not None and math.isfinite(value) and (best is None or value > best["value"])
+        if improved:
+            self.best = best = {"metric": metric, "value": float(value), "step": step}
+        if d.is_main:
+            path = save_training_checkpoint(run_dir, step, self.model, self.cfg, KIND, self.optimizer,
+                                            {"epoch": epoch, "best": best}, self.metadata)
+            if improved:
+                save_best(run_dir, path, step, scores)
+            self.log.print(f"step {step}: checkpoint {path}" + (" (best so far)" if improved else ""))
+        runtime.barrier(d)
 
 
 # ---- targets and losses ---------------------------------------------------------------------
@@ -370,39 +430,3 @@ def per_modality_loss(logits: dict, targets: dict, task: str) -> tuple[torch.Ten
     loss = sum(r[0] for r in results) / n
     parts = {k: sum(r[1][k] for r in results) / n for k in results[0][1]}
     return loss, parts
-
-
-# ---- validation and checkpoints -------------------------------------------------------------
-
-def _validate(model, val_set, data_cfg: Config, task: str, classes: list[int], step: int,
-              epoch: int, d: runtime.Dist, log: RunLog) -> dict | None:
-    """Metrics on VAL, one centre view per clip (cheap; `avmae evaluate` averages more views)."""
-    try:
-        scores = evaluate_model(model, val_set, data_cfg, task, classes, d,
-                                batch_size=data_cfg.train.batch_size)
-    except ValueError as err:  # e.g. no readable clip, or no class with a positive (mAP)
-        log.print(f"step {step}: validation skipped: {err}")
-        return None
-    log.write({"step": step, "epoch": epoch, **{f"val_{k}": v for k, v in scores.items()}})
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items() if not k.startswith("clips"))
-    log.print(f"step {step}: val {shown} ({scores['clips_evaluated']} clips, "
-              f"{scores['clips_skipped']} unreadable)")
-    return scores
-
-
-def _checkpoint(run_dir: Path, step: int, model, cfg: Config, optimizer, epoch: int, metadata: dict,
-                best: dict | None, scores: dict | None, metric: str, d: runtime.Dist,
-                log: RunLog) -> dict | None:
-    """Save the step's checkpoint (best-so-far in its state, for resume); update `best`."""
-    value = None if scores is None else scores[metric]
-    improved = value is not None and math.isfinite(value) and (best is None or value > best["value"])
-    if improved:
-        best = {"metric": metric, "value": float(value), "step": step}
-    if d.is_main:
-        path = save_training_checkpoint(run_dir, step, model, cfg, KIND, optimizer,
-                                        {"epoch": epoch, "best": best}, metadata)
-        if improved:
-            save_best(run_dir, path, step, scores)
-        log.print(f"step {step}: checkpoint {path}" + (" (best so far)" if improved else ""))
-    runtime.barrier(d)
-    return best

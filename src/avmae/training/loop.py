@@ -267,54 +267,94 @@ def train_loop(*, t: TrainConfig, d: Dist, budget: Budget, run_dir: Path, model,
     save(step, epoch, stopping) writes a checkpoint. Returns True when a stop request ended
     the run early (its checkpoint saved), False once every step is done.
     """
-    stop, finite, speed = StopRequest(), FiniteWatch(d.device), Throughput()
-    counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
-    model.train()
-    try:
-        while step < budget.total_steps:
-            epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
-            for _ in range(step_in_epoch, budget.steps_per_epoch):
-                if step >= budget.total_steps:
-                    break
-                lr = lr_at(step, budget.total_steps, budget.warmup_steps, peak_lr, t.min_lr)
-                set_lr(optimizer, lr)  # x each group's lr_scale (layer-wise decay in finetuning)
-                # Stochastic depth and dropout draw from torch's global RNG, augmentation from its
-                # own CPU generator: both are functions of (seed, step, rank), so resume is exact.
-                torch.manual_seed(step_seed(t.seed, step, d.rank))
-                generator = torch.Generator().manual_seed(
-                    (step_seed(t.seed, step, d.rank) + AUGMENT_SALT) % 2**63)
-                losses = dict.fromkeys(loss_keys, 0.0)  # the same keys on every rank; tensors after
-                for micro in range(t.accum_steps):
-                    batch = next(batches)
-                    count_clips(counts, batch, modalities)
-                    speed.add(len(batch["index"]))
-                    last_micro = micro == t.accum_steps - 1
-                    sync = ddp.no_sync() if d.enabled and not last_micro else contextlib.nullcontext()
-                    empty = len(batch["index"]) == 0  # every clip unreadable
-                    batch = placeholder_batch(batch) if empty else batch
-                    with sync:
-                        loss, report = micro_step(batch, empty, step, generator)
-                        finite.observe(loss, step + 1)
-                        (loss / t.accum_steps).backward()
-                    for k in losses:  # tensors: read at log steps only
-                        if k in report:
-                            losses[k] = losses[k] + report[k].detach() / t.accum_steps
-                apply_gradients(model, optimizer, t.clip_grad)
-                step += 1
-                log_now = is_log_step(t, budget, step)
-                save_now = step % t.checkpoint_every == 0 or step == budget.total_steps
-                stop_now = stop.agreed(d, log_now or save_now)
-                if log_now or save_now or stop_now:
-                    finite.check(d, run_dir)
-                log_step(log, d, t, budget, step, epoch, lr, losses, speed)
-                if save_now or stop_now:
-                    save(step, epoch, stop_now)
-                if stop_now:
-                    log.print(f"stopped at step {step}; resume with --resume")
-                    return True
-            if step % budget.steps_per_epoch == 0 or step == budget.total_steps:
-                epoch_summary(counts, epoch, d, log)
-    finally:
-        stop.restore()
-        log.close()
-    return False
+    return TrainLoop(t=t, d=d, budget=budget, run_dir=run_dir, model=model, ddp=ddp,
+                     optimizer=optimizer, peak_lr=peak_lr, batches=batches, log=log,
+                     modalities=modalities, loss_keys=loss_keys, micro_step=micro_step,
+                     save=save).run(step)
+
+
+class TrainLoop:
+    """train_loop's state: what it is given, the stop request, the non-finite watch, the
+    throughput and the epoch's clip counts. `run` goes through the epochs, `train_step` is one
+    optimiser step, `accumulate` its micro-batches, `micro_batch` one of them."""
+
+    def __init__(self, *, t: TrainConfig, d: Dist, budget: Budget, run_dir: Path, model, ddp,
+                 optimizer, peak_lr: float, batches, log: RunLog, modalities: list[str],
+                 loss_keys: list[str], micro_step, save):
+        self.t, self.d, self.budget, self.run_dir = t, d, budget, run_dir
+        self.model, self.ddp, self.optimizer, self.peak_lr = model, ddp, optimizer, peak_lr
+        self.batches, self.log, self.modalities, self.loss_keys = batches, log, modalities, loss_keys
+        self.micro_step, self.save = micro_step, save
+
+    def run(self, step: int) -> bool:
+        """Every step from `step` on; True when a stop request ended the run early."""
+        budget = self.budget
+        self.stop, self.finite, self.speed = StopRequest(), FiniteWatch(self.d.device), Throughput()
+        self.counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
+        self.model.train()
+        try:
+            while step < budget.total_steps:
+                epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
+                for _ in range(step_in_epoch, min(budget.steps_per_epoch,
+                                                  step_in_epoch + budget.total_steps - step)):
+                    if self.train_step(step, epoch):
+                        return True
+                    step += 1
+                if step % budget.steps_per_epoch == 0 or step == budget.total_steps:
+                    epoch_summary(self.counts, epoch, self.d, self.log)
+        finally:
+            self.stop.restore()
+            self.log.close()
+        return False
+
+    def train_step(self, step: int, epoch: int) -> bool:
+        """Optimiser step `step` (0-based) -> step + 1: lr, seeds, micro-batches, update, log,
+        checkpoint. True when a stop request ends the run after it (its checkpoint saved)."""
+        t, d, budget = self.t, self.d, self.budget
+        lr = lr_at(step, budget.total_steps, budget.warmup_steps, self.peak_lr, t.min_lr)
+        set_lr(self.optimizer, lr)  # x each group's lr_scale (layer-wise decay in finetuning)
+        # Stochastic depth and dropout draw from torch's global RNG, augmentation from its
+        # own CPU generator: both are functions of (seed, step, rank), so resume is exact.
+        torch.manual_seed(step_seed(t.seed, step, d.rank))
+        generator = torch.Generator().manual_seed(
+            (step_seed(t.seed, step, d.rank) + AUGMENT_SALT) % 2**63)
+        losses = self.accumulate(step, generator)
+        apply_gradients(self.model, self.optimizer, t.clip_grad)
+        step += 1
+        log_now = is_log_step(t, budget, step)
+        save_now = step % t.checkpoint_every == 0 or step == budget.total_steps
+        stop_now = self.stop.agreed(d, log_now or save_now)
+        if log_now or save_now or stop_now:
+            self.finite.check(d, self.run_dir)
+        log_step(self.log, d, t, budget, step, epoch, lr, losses, self.speed)
+        if save_now or stop_now:
+            self.save(step, epoch, stop_now)
+        if stop_now:
+            self.log.print(f"stopped at step {step}; resume with --resume")
+        return stop_now
+
+    def accumulate(self, step: int, generator: torch.Generator) -> dict:
+        """The step's `t.accum_steps` micro-batches, backpropagated; their losses averaged (device
+        tensors, read at log steps only)."""
+        accum = self.t.accum_steps
+        losses = dict.fromkeys(self.loss_keys, 0.0)  # the same keys on every rank; tensors after
+        for micro in range(accum):
+            report = self.micro_batch(step, generator, last=micro == accum - 1)
+            losses = {k: v + report[k].detach() / accum if k in report else v
+                      for k, v in losses.items()}
+        return losses
+
+    def micro_batch(self, step: int, generator: torch.Generator, last: bool) -> dict:
+        """One micro-batch: counted, its loss backpropagated (DDP syncs on the `last`); returns
+        micro_step's report."""
+        batch = next(self.batches)
+        count_clips(self.counts, batch, self.modalities)
+        self.speed.add(len(batch["index"]))
+        sync = self.ddp.no_sync() if self.d.enabled and not last else contextlib.nullcontext()
+        empty = len(batch["index"]) == 0  # every clip unreadable
+        batch = placeholder_batch(batch) if empty else batch
+        with sync:
+            loss, report = self.micro_step(batch, empty, step, generator)
+            self.finite.observe(loss, step + 1)
+            (loss / self.t.accum_steps).backward()
+        return report

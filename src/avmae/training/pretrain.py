@@ -119,98 +119,116 @@ def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False,
             cfg = build_config(None, overrides, base=cfg)
         d = runtime.setup(device)
         try:
-            return _pretrain(cfg, data, run_dir, d, weights, state, init, knn)
+            run = Pretraining(cfg, data, run_dir, d, weights=weights, state=state, init=init, knn=knn)
+            run.setup()
+            return run.train()
         finally:
             runtime.teardown()
 
 
-def _pretrain(cfg: Config, data: str, run_dir: Path, d: runtime.Dist, weights, state, init=None,
-              knn: tuple[str, str] | None = None) -> Path:
-    t = cfg.train
-    torch.manual_seed(t.seed)  # identical initial weights on every rank
-    model = AVMAE(cfg.model).to(d.device)
-    modalities = model.modalities
-    dataset = build_dataset(data, cfg, train=True)
-    first = build_loader(dataset, cfg, train=True, batch_size=t.batch_size, rank=d.rank,
-                         world_size=d.world_size, seed=t.seed, epoch=0)
-    budget = resolve_budget(t, first.batches_per_epoch, d.world_size)
-    del first
-    peak_lr = scaled_lr(t.base_lr, budget.global_batch, t.lr_batch)
-    optimizer = build_optimizer(param_groups_weight_decay(model, t.weight_decay), t, peak_lr)
-    step = 0
-    if init is not None:  # new run from given weights (every rank loads the same file)
-        model.load_state_dict(init)
-    if weights is not None:
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-    ddp, forward = wrap_model(model, t, d)
-    use_fast_math(d.device)
+class Pretraining:
+    """One pretraining run on this process: `setup` builds the dataset, the model, the optimiser,
+    the resumed state (`weights`, `state` of a checkpoint) or the given `init` weights, the
+    monitors and the loader; `train` runs the shared loop (training.loop.train_loop) with
+    `micro_step` and `save`, then writes the loss curve. Returns the run folder."""
 
-    if d.is_main:
-        write_config(run_dir, cfg)
-    figure_batch = _figure_batch(data, cfg) if d.is_main and t.figure_clips > 0 else None
-    monitor = None
-    if knn is not None and d.is_main:
-        from avmae.evaluation.probe import KnnMonitor
-        monitor = KnnMonitor(*knn, cfg, d.device)
-    log = RunLog(run_dir, d.is_main, budget.total_steps, step, "pretrain")
-    log.print(f"pretraining {cfg.model.encoder} encoder / {cfg.model.decoder} decoder, "
-              f"{cfg.model.objective} objective on {len(dataset)} clips; {budget.total_steps} steps "
-              f"of global batch {budget.global_batch} on {d.world_size} x {d.device.type}; "
-              f"{lr_summary(t, budget.global_batch, peak_lr)}")
-    # One loader for the rest of the run (its workers live as long), from this step's batch on.
-    batches = iter(build_train_loader(dataset, cfg, batch_size=t.batch_size, rank=d.rank,
-                                      world_size=d.world_size, seed=t.seed,
-                                      per_epoch=budget.steps_per_epoch * t.accum_steps,
-                                      start=step * t.accum_steps,
-                                      total=budget.total_steps * t.accum_steps))
+    def __init__(self, cfg: Config, data: str, run_dir: Path, dist: runtime.Dist, *,
+                 weights: dict[str, torch.Tensor] | None = None, state: dict | None = None,
+                 init: dict[str, torch.Tensor] | None = None, knn: tuple[str, str] | None = None):
+        self.cfg, self.t, self.data, self.run_dir, self.d = cfg, cfg.train, data, run_dir, dist
+        self.weights, self.state, self.init, self.knn = weights, state, init, knn
 
-    def micro_step(batch: dict, empty: bool, step: int, generator) -> tuple[torch.Tensor, dict]:
+    def setup(self) -> None:
+        cfg, t, d, run_dir, state = self.cfg, self.t, self.d, self.run_dir, self.state
+        torch.manual_seed(t.seed)  # identical initial weights on every rank
+        self.model = model = AVMAE(cfg.model).to(d.device)
+        self.modalities = model.modalities
+        self.dataset = dataset = build_dataset(self.data, cfg, train=True)
+        first = build_loader(dataset, cfg, train=True, batch_size=t.batch_size, rank=d.rank,
+                             world_size=d.world_size, seed=t.seed, epoch=0)
+        self.budget = budget = resolve_budget(t, first.batches_per_epoch, d.world_size)
+        del first
+        self.peak_lr = peak_lr = scaled_lr(t.base_lr, budget.global_batch, t.lr_batch)
+        self.optimizer = optimizer = build_optimizer(param_groups_weight_decay(model, t.weight_decay),
+                                                     t, peak_lr)
+        step = 0
+        if self.init is not None:  # new run from given weights (every rank loads the same file)
+            model.load_state_dict(self.init)
+        if self.weights is not None:
+            model.load_state_dict(self.weights)
+            optimizer.load_state_dict(state["optimizer"])
+            step = int(state["step"])
+        self.step = step
+        self.ddp, self.forward = wrap_model(model, t, d)
+        use_fast_math(d.device)
+
+        if d.is_main:
+            write_config(run_dir, cfg)
+        self.figure_batch = _figure_batch(self.data, cfg) if d.is_main and t.figure_clips > 0 else None
+        self.monitor = None
+        if self.knn is not None and d.is_main:
+            from avmae.evaluation.probe import KnnMonitor
+            self.monitor = KnnMonitor(*self.knn, cfg, d.device)
+        self.log = log = RunLog(run_dir, d.is_main, budget.total_steps, step, "pretrain")
+        log.print(f"pretraining {cfg.model.encoder} encoder / {cfg.model.decoder} decoder, "
+                  f"{cfg.model.objective} objective on {len(dataset)} clips; {budget.total_steps} steps "
+                  f"of global batch {budget.global_batch} on {d.world_size} x {d.device.type}; "
+                  f"{lr_summary(t, budget.global_batch, peak_lr)}")
+        # One loader for the rest of the run (its workers live as long), from this step's batch on.
+        self.batches = iter(build_train_loader(dataset, cfg, batch_size=t.batch_size, rank=d.rank,
+                                               world_size=d.world_size, seed=t.seed,
+                                               per_epoch=budget.steps_per_epoch * t.accum_steps,
+                                               start=step * t.accum_steps,
+                                               total=budget.total_steps * t.accum_steps))
+
+    def train(self) -> Path:
+        d, run_dir, log, modalities = self.d, self.run_dir, self.log, self.modalities
+        stopped = train_loop(t=self.t, d=d, budget=self.budget, run_dir=run_dir, model=self.model,
+                             ddp=self.ddp, optimizer=self.optimizer, peak_lr=self.peak_lr,
+                             step=self.step, batches=self.batches, log=log, modalities=modalities,
+                             loss_keys=["loss", *(f"loss_{m}" for m in modalities)],
+                             micro_step=self.micro_step, save=self.save)
+        if stopped:
+            return run_dir
+        if d.is_main:
+            from avmae.evaluation.figures import loss_curve
+            with writing(run_dir / "loss_curve.png", run_dir):
+                path = loss_curve(run_dir)
+            log.print(_loss_summary(run_dir) + (f"; loss curve: {path}" if path else ""))
+        runtime.barrier(d)  # every rank leaves the process group together (teardown races)
+        return run_dir
+
+    def micro_step(self, batch: dict, empty: bool, step: int, generator) -> tuple[torch.Tensor, dict]:
+        """One micro-batch's loss (Eq. 1) with masks keyed by (seed, step, clip): train_loop's
+        `micro_step`. Pretraining draws nothing from `generator`."""
+        t, d, modalities = self.t, self.d, self.modalities
         inputs = model_inputs(batch, modalities, d.device)
-        noise = model_inputs(masking_noise(model, inputs, batch["index"], t.seed, step),
+        noise = model_inputs(masking_noise(self.model, inputs, batch["index"], t.seed, step),
                              modalities, d.device)
         present = model_inputs({m: batch[f"has_{m}"] for m in modalities}, modalities, d.device)
         with autocast(t.amp, d.device):
-            result = forward(**inputs, noise=noise, present=present)
+            result = self.forward(**inputs, noise=noise, present=present)
         return result["loss"] * (0.0 if empty else 1.0), result
 
-    def save(step: int, epoch: int, stopping: bool) -> None:
-        _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch, monitor)
-
-    stopped = train_loop(t=t, d=d, budget=budget, run_dir=run_dir, model=model, ddp=ddp,
-                         optimizer=optimizer, peak_lr=peak_lr, step=step, batches=batches, log=log,
-                         modalities=modalities, loss_keys=["loss", *(f"loss_{m}" for m in modalities)],
-                         micro_step=micro_step, save=save)
-    if stopped:
-        return run_dir
-    if d.is_main:
-        from avmae.evaluation.figures import loss_curve
-        with writing(run_dir / "loss_curve.png", run_dir):
-            path = loss_curve(run_dir)
-        log.print(_loss_summary(run_dir) + (f"; loss curve: {path}" if path else ""))
-    runtime.barrier(d)  # every rank leaves the process group together (teardown races)
-    return run_dir
-
-
-
-
-
-def _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch, monitor) -> None:
-    if d.is_main:
-        path = save_training_checkpoint(run_dir, step, model, cfg, KIND, optimizer, {"epoch": epoch})
-        if monitor is not None:
-            knn = monitor(model)
-            log.write({"step": step, **knn})
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in knn.items() if isinstance(v, float))
-            log.print(f"step {step}: k-NN monitor on {monitor.val}: {shown}")
-        if figure_batch is not None:
-            from avmae.evaluation.figures import reconstruction_figure
-            fig = run_dir / "figures" / f"reconstruction_step{step:07d}.png"
-            with writing(fig, run_dir):
-                reconstruction_figure(model, figure_batch, fig)
-            log.print(f"step {step}: checkpoint {path}, reconstructions {fig}")
-    runtime.barrier(d)
+    def save(self, step: int, epoch: int, stopping: bool) -> None:
+        """train_loop's `save`: the checkpoint, then the k-NN monitor and the reconstruction
+        figure (main process); every rank waits for it."""
+        d, run_dir, log, model, monitor = self.d, self.run_dir, self.log, self.model, self.monitor
+        if d.is_main:
+            path = save_training_checkpoint(run_dir, step, model, self.cfg, KIND, self.optimizer,
+                                            {"epoch": epoch})
+            if monitor is not None:
+                knn = monitor(model)
+                log.write({"step": step, **knn})
+                shown = ", ".join(f"{k} {v:.4f}" for k, v in knn.items() if isinstance(v, float))
+                log.print(f"step {step}: k-NN monitor on {monitor.val}: {shown}")
+            if self.figure_batch is not None:
+                from avmae.evaluation.figures import reconstruction_figure
+                fig = run_dir / "figures" / f"reconstruction_step{step:07d}.png"
+                with writing(fig, run_dir):
+                    reconstruction_figure(model, self.figure_batch, fig)
+                log.print(f"step {step}: checkpoint {path}, reconstructions {fig}")
+        runtime.barrier(d)
 
 
 def _figure_batch(data: str, cfg: Config) -> dict | None:
