@@ -4,8 +4,8 @@ import dataclasses
 
 import torch
 
-from avmae.training.augment import (augment_spectrogram, mixup_modalities, one_hot, sample_mixup,
-                           smooth_labels, spec_augment, time_shift)
+from avmae.training.augment import (augment_spectrogram, mixup_modalities, one_hot, sample_lambda,
+                                    smooth_labels, spec_augment, time_shift)
 from avmae.config import FinetuneConfig
 
 
@@ -28,8 +28,8 @@ def test_one_hot_and_label_smoothing():
     torch.testing.assert_close(multi, torch.tensor([[0.85, 0.85, 0.05, 0.05]]))
 
 
-def test_sample_mixup_draws_a_lambda_per_seed():
-    lams = {sample_mixup(5, 0.5, gen(s))[0] for s in range(10)}
+def test_sample_lambda_draws_a_lambda_per_seed():
+    lams = {sample_lambda(0.5, gen(s)) for s in range(10)}
     assert len(lams) == 10 and all(0 < l < 1 for l in lams)
 
 

@@ -36,18 +36,6 @@ def smooth_labels(targets: torch.Tensor, smoothing: float) -> torch.Tensor:
     return targets * (1.0 - smoothing) + smoothing / targets.shape[-1]
 
 
-def sample_mixup(batch: int, alpha: float, generator: torch.Generator) -> tuple[float, torch.Tensor]:
-    """lambda ~ Beta(alpha, alpha) and a random pairing (permutation) of the batch.
-
-    torch's Beta sampler takes no generator, so lambda comes from a numpy generator seeded by it.
-    alpha <= 0 turns mixup off: lambda 1, identity pairing.
-    """
-    if alpha <= 0:
-        return 1.0, torch.arange(batch)
-    lam = sample_lambda(alpha, generator)
-    return lam, torch.randperm(batch, generator=generator)
-
-
 def sample_lambda(alpha: float, generator: torch.Generator) -> float:
     """lambda ~ Beta(alpha, alpha), drawn through `generator` (alpha <= 0: 1, no mixing)."""
     if alpha <= 0:

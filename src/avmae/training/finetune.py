@@ -20,7 +20,7 @@ cross-entropy (summed over classes, averaged over clips, so the SGD rates above 
 "verb,noun" two heads, each a softmax cross-entropy, averaged with equal weights (Sec. 4.1; official
 mbt.py averages the heads' losses).
 
-The loop is pretrain.py's: one flat function, DDP, accumulation, per-step seeds, atomic
+The loop is pretrain.py's (training/loop.py, run by a `Finetuning` object's `train()`): DDP, accumulation, per-step seeds, atomic
 checkpoints, exact resume. Additionally, at every checkpoint the model is validated on VAL (one
 centre view per clip, to keep it cheap; `avmae evaluate` uses finetune.views views) and the
 checkpoint with the best primary metric (top1 / mAP / action_top1) is kept as RUN/checkpoints/best.
