@@ -13,7 +13,6 @@ batch actually used (Sec. B.1: "we show the learning rate for the reported batch
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from avmae.config import ConfigError
@@ -120,10 +119,3 @@ def recipe_overrides(name: str | None, stage: str) -> dict[str, Any]:
         raise ConfigError(f"recipe '{name}' has no {stage} stage: {RECIPES[name]['doc']} "
                           "(pretrain with --recipe vggsound)")
     return dict(overrides)
-
-
-def add_recipe_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--recipe", choices=list(RECIPES), metavar="NAME",
-                        help="the paper's training recipe for a dataset (one of: "
-                             f"{', '.join(RECIPES)}), applied after the preset and before --set; "
-                             "`avmae info --recipe NAME` shows it")

@@ -88,14 +88,6 @@ def write_config(run_dir: Path, cfg: Config) -> None:
         (run_dir / "config.json").write_text(cfg.to_json() + "\n")
 
 
-def add_run_dir_arguments(parser) -> None:
-    """--resume and --overwrite, for every command that writes a run folder."""
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its newest checkpoint that verifies")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the run already in --out (its checkpoints, metrics, figures)")
-
-
 # What a run leaves in its folder (checkpoint.py's layout); --overwrite removes these and only
 # these, so a folder that also holds a user's own files keeps them.
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "figures", "tensorboard",

@@ -1,7 +1,9 @@
 """The `avmae` command line (DESIGN: "The command line").
 
-Each subcommand lives in the module named in `COMMANDS`, which provides `add_arguments(parser)`
-and `run(args) -> int`. Any user-caused problem raises `ConfigError` and becomes one line on
+Each subcommand lives in its own module of this package, named in `COMMANDS`, which provides
+`add_arguments(parser)` and `run(args) -> int`: the arguments, the printing and the exit status. The
+work is the library's (avmae.data, avmae.training, avmae.evaluation, avmae.interop); the library
+never imports this package. Any user-caused problem raises `ConfigError` and becomes one line on
 stderr and exit status 2; a run that had to stop (`RunError`) one line and status 1; an I/O error
 (OSError) one line naming the file and the system's reason, status 2; no traceback.
 """
@@ -16,21 +18,21 @@ from avmae.config import ConfigError, RunError
 
 COMMANDS = {
     "synth": ("avmae.cli.synth", "write the synthetic audiovisual dataset (real mp4 files + CSV manifests)"),
-    "manifest": ("avmae.data.annotations", "official annotation files (VGGSound, AudioSet, Epic "
+    "manifest": ("avmae.cli.manifest", "official annotation files (VGGSound, AudioSet, Epic "
                  "Kitchens) -> train/test manifests and the class vocabulary"),
-    "prepare": ("avmae.data.prepare", "turn a manifest of raw videos into shards for fast loading"),
-    "stats": ("avmae.data.stats", "log-mel mean/std (and video stats) of a dataset, as JSON"),
-    "presets": ("avmae.cli.info", "list the presets"),
+    "prepare": ("avmae.cli.prepare", "turn a manifest of raw videos into shards for fast loading"),
+    "stats": ("avmae.cli.stats", "log-mel mean/std (and video stats) of a dataset, as JSON"),
+    "presets": ("avmae.cli.presets", "list the presets"),
     "info": ("avmae.cli.info", "JSON: parameters per part, tokens, visible tokens, GFLOPs"),
-    "pretrain": ("avmae.training.pretrain", "pretrain an AV-MAE on a manifest or shards"),
-    "finetune": ("avmae.training.finetune", "finetune AST / ViViT / MBT from an AV-MAE checkpoint"),
-    "evaluate": ("avmae.evaluation.evaluate", "evaluate a finetuned checkpoint; JSON metrics on stdout"),
-    "visualize": ("avmae.evaluation.figures", "the paper's Figure 5 (reconstructions) for one clip"),
-    "embed": ("avmae.evaluation.embed", "per-clip audio and video embeddings"),
-    "probe": ("avmae.evaluation.probe", "linear and k-NN probes of a frozen encoder; JSON metrics on stdout"),
+    "pretrain": ("avmae.cli.pretrain", "pretrain an AV-MAE on a manifest or shards"),
+    "finetune": ("avmae.cli.finetune", "finetune AST / ViViT / MBT from an AV-MAE checkpoint"),
+    "evaluate": ("avmae.cli.evaluate", "evaluate a finetuned checkpoint; JSON metrics on stdout"),
+    "visualize": ("avmae.cli.visualize", "the paper's Figure 5 (reconstructions) for one clip"),
+    "embed": ("avmae.cli.embed", "per-clip audio and video embeddings"),
+    "probe": ("avmae.cli.probe", "linear and k-NN probes of a frozen encoder; JSON metrics on stdout"),
     "quickstart": ("avmae.cli.quickstart", "the whole method end to end on the embedded default"),
     "reproduce": ("avmae.cli.reproduce", "run one of the paper's ablation tables at a chosen scale"),
-    "import-scenic": ("avmae.interop.scenic", "an official Scenic (Flax) AV-MAE / MBT checkpoint -> an avmae run"),
+    "import-scenic": ("avmae.cli.import_scenic", "an official Scenic (Flax) AV-MAE / MBT checkpoint -> an avmae run"),
     "check": ("avmae.cli.check", "list a run's checkpoints and whether each verifies"),
 }
 
@@ -50,9 +52,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             module = importlib.import_module(module_name)
-            add = getattr(module, f"add_{name}_arguments", None) or module.add_arguments
-            add(p)
-            p.set_defaults(_run=getattr(module, f"run_{name}", None) or module.run)
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
 
 

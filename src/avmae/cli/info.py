@@ -1,35 +1,17 @@
-"""`avmae presets` and `avmae info`: what a configuration builds, before any data is touched."""
+"""`avmae info`: what a configuration builds, before any data is touched."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from avmae.config import PRESET_DOCS, PRESETS, build_config, describe_pairing
+from avmae.cli.arguments import add_config_arguments, add_recipe_argument
+from avmae.config import build_config, describe_pairing
 from avmae.models.flops import pretrain_flops, token_counts
 from avmae.models.avmae import AVMAE
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, preset_required: bool = True) -> None:
-    parser.add_argument("--preset", required=preset_required, metavar="NAME",
-                        help=f"one of: {', '.join(PRESETS)}")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override a config field by its dotted name, e.g. model.encoder=separate")
-
-
-def add_presets_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
-
-
-def run_presets(args: argparse.Namespace) -> int:
-    width = max(len(n) for n in PRESETS)
-    for name in PRESETS:
-        print(f"{name:<{width}}  {PRESET_DOCS[name]}")
-    return 0
-
-
-def add_info_arguments(parser: argparse.ArgumentParser) -> None:
-    from avmae.recipes import add_recipe_argument
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, preset_required=False)
     add_recipe_argument(parser)
 
@@ -97,7 +79,7 @@ def describe_recipe(name: str, preset: str | None, overrides: list[str]) -> dict
     return out
 
 
-def run_info(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from avmae.config import ConfigError
     if args.recipe is not None:
         print(json.dumps(describe_recipe(args.recipe, args.preset, args.overrides), indent=2))

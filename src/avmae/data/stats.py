@@ -21,7 +21,6 @@ DATA must be a manifest CSV for now; shards folders are refused with a ConfigErr
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -30,35 +29,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avmae.config import ConfigError, build_config
+from avmae.config import ConfigError, DataConfig
 from avmae.data.decode import MediaError, read_clip
 from avmae.data.logmel import FLOAT_EPS
 from avmae.data.manifest import load_manifest
 from avmae.data.transforms import audio_logmel
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("data", metavar="DATA", help="manifest CSV (path column relative to it)")
-    parser.add_argument("--preset", default=None, help="preset whose DataConfig to use")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="config override, e.g. data.window=hanning")
-    parser.add_argument("--max-clips", type=int, default=0, metavar="N",
-                        help="use N clips spread evenly over the manifest (0 = all)")
-
-
-def run(args) -> int:
-    cfg = build_config(args.preset, args.overrides).data
-    data = Path(args.data)
+def dataset_stats(data: str | Path, cfg: DataConfig, max_clips: int = 0) -> dict:
+    """The statistics `avmae stats` prints, of the manifest `data` read with `cfg` (all clips, or
+    `max_clips` spread evenly over the manifest)."""
+    data = Path(data)
     if not data.exists():
         raise ConfigError(f"{data} not found: pass a manifest CSV")
     if data.is_dir():
         raise ConfigError(f"{data} is a folder: stats reads manifests only for now; pass the "
                           "manifest CSV the shards were prepared from")
-    if args.max_clips < 0:
-        raise ConfigError(f"--max-clips={args.max_clips} must be >= 0")
+    if max_clips < 0:
+        raise ConfigError(f"--max-clips={max_clips} must be >= 0")
     clips = load_manifest(data).clips
-    if args.max_clips and args.max_clips < len(clips):
-        picks = np.linspace(0, len(clips) - 1, args.max_clips).round().astype(int)
+    if max_clips and max_clips < len(clips):
+        picks = np.linspace(0, len(clips) - 1, max_clips).round().astype(int)
         clips = [clips[i] for i in picks]
 
     acc = Accumulator()
@@ -72,8 +63,7 @@ def run(args) -> int:
         acc.add(raw, cfg)
     if acc.clips == 0:
         raise ConfigError(f"none of the {len(clips)} clips in {data} could be read")
-    print(json.dumps({**acc.result(), "clips": acc.clips, "skipped": skipped}))
-    return 0
+    return {**acc.result(), "clips": acc.clips, "skipped": skipped}
 
 
 class Accumulator:

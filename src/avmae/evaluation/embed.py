@@ -9,7 +9,6 @@ input) and `path`; unreadable clips are listed in `skipped`.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import tempfile
 from pathlib import Path
@@ -23,15 +22,6 @@ from avmae.config import ConfigError
 from avmae.data.dataset import build_dataset, build_loader
 from avmae.runtime import resolve_device
 from avmae.models.avmae import AVMAE
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a pretraining run folder, checkpoint folder or .safetensors")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="a manifest CSV, a shards folder, or media files")
-    parser.add_argument("--out", required=True, help="the .npz file to write")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=None, help="data-loader workers (default: data.num_workers)")
-    parser.add_argument("--device", default="auto")
 
 
 def _data_source(inputs: list[str], scratch: Path) -> str:
@@ -104,12 +94,3 @@ def embed(checkpoint: str, inputs: list[str], out: str, *, batch_size: int = 8,
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         np.savez(out, **result)
     return result
-
-
-def run(args: argparse.Namespace) -> int:
-    result = embed(args.checkpoint, args.inputs, args.out, batch_size=args.batch_size,
-                   workers=args.workers, device=args.device)
-    dims = ", ".join(f"{m} {result[m].shape}" for m in ("audio", "video") if m in result)
-    print(f"wrote {len(result['index'])} clips ({dims}) to {args.out}; "
-          f"{len(result['skipped'])} unreadable skipped")
-    return 0

@@ -10,7 +10,6 @@ up).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -20,36 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from avmae.config import ConfigError  # noqa: E402
 from avmae.models.avmae import AVMAE  # noqa: E402
 from avmae.run_dir import read_metrics  # noqa: E402
 
 FRAMES_SHOWN = 8  # the paper shows 8 of the 16 frames "for clarity"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a pretraining run folder, checkpoint folder or .safetensors")
-    parser.add_argument("clip", help="a video file with sound")
-    parser.add_argument("--out", required=True, help="the PNG to write")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random masks")
-
-
-def run(args: argparse.Namespace) -> int:
-    from avmae.api import load_clip
-    from avmae.checkpoint import load_weights, writing
-
-    weights, cfg, kind, _ = load_weights(args.checkpoint)
-    if kind != "avmae_pretrain":
-        raise ConfigError(f"'{args.checkpoint}' is a {kind} checkpoint; visualize needs a pretraining "
-                          "checkpoint (it has the decoder)")
-    batch = load_clip(args.clip, cfg)
-    model = AVMAE(cfg.model)
-    model.load_state_dict(weights)
-    with writing(args.out):
-        path = reconstruction_figure(model, batch, Path(args.out), seed=args.seed,
-                                     title=Path(args.clip).name)
-    print(path)
-    return 0
 
 
 def _paste(model: AVMAE, m: str, out: dict, original: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

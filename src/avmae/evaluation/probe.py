@@ -22,9 +22,7 @@ of that size, seeded by --seed: the baseline a pretrained encoder must beat).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
@@ -38,7 +36,6 @@ from avmae.data.manifest import label_columns
 from avmae.runtime import resolve_device
 from avmae.evaluation.embed import pooled_batches
 from avmae.evaluation.evaluate import json_safe, label_task, load_finetuned, score
-from avmae.cli.info import add_config_arguments
 from avmae.models.avmae import AVMAE
 
 PRETRAIN_KIND = "avmae_pretrain"
@@ -47,36 +44,6 @@ K_NEIGHBOURS = 20
 KNN_TEMPERATURE = 0.07      # DINO's weighted k-NN
 L2_PENALTY = 1e-3           # on standardised features, per training clip (fixed, never tuned on a test)
 LBFGS_STEPS = 300
-
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN",
-                        help="an AV-MAE pretraining run / checkpoint, a finetune run / checkpoint, "
-                             "or `scratch` (a random-init AV-MAE encoder; needs --preset)")
-    parser.add_argument("--data", required=True, help="labelled training data (manifest or shards)")
-    parser.add_argument("--val", required=True, help="labelled test data (manifest or shards)")
-    parser.add_argument("--modality", choices=["audio", "video", "av"], default=None,
-                        help="the pooled features to probe (default: every modality of the encoder)")
-    parser.add_argument("--label-column", default=None,
-                        help="label | labels | verb,noun (default: a finetuned run's own, else the "
-                             "config's finetune.label_column, `label`)")
-    add_config_arguments(parser, preset_required=False)
-    parser.add_argument("--seed", type=int, default=0, help="the random init of `scratch` (default 0)")
-    parser.add_argument("--k", type=int, default=K_NEIGHBOURS,
-                        help=f"k-NN neighbours (default {K_NEIGHBOURS})")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=None,
-                        help="data-loader workers (default: data.num_workers)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-
-
-def run(args: argparse.Namespace) -> int:
-    result = probe(args.run, args.data, args.val, modality=args.modality, preset=args.preset,
-                   overrides=args.overrides, label_column=args.label_column, seed=args.seed,
-                   k=args.k, batch_size=args.batch_size, workers=args.workers, device=args.device)
-    print(json.dumps(result))
-    return 0
 
 
 # ---- the frozen encoder ---------------------------------------------------------------------

@@ -43,7 +43,6 @@ preset's input and takes the MBT fusion layer at the same fraction of its depth 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import re
@@ -450,24 +449,3 @@ def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path
     ckpt = save_checkpoint(out, step, state, cfg, arch.kind, keep=1, extra_metadata=metadata)
     log(f"wrote {ckpt} ({n / 1e6:.1f} M parameters, {arch.kind})")
     return ckpt
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="an official Scenic AV-MAE / MBT checkpoint (legacy Flax msgpack)")
-    parser.add_argument("--out", required=True, help="the run folder to write")
-    parser.add_argument("--preset", choices=["audioset-large", "vggsound-large"],
-                        help="the official setup (input lengths, mask ratios, fusion layer, labels); "
-                             "default: the one that fits the checkpoint")
-    parser.add_argument("--labels", help="class names for a classifier: one per line, or a CSV with a "
-                                         "display_name column (AudioSet's class_labels_indices.csv)")
-    parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                        help="override a config field of the written run (e.g. data.audio_seconds=8)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
-
-
-def run(args: argparse.Namespace) -> int:
-    import_scenic(args.checkpoint, args.out, preset=args.preset, labels=args.labels,
-                  overrides=args.overrides, overwrite=args.overwrite)
-    print(f"the run '{args.out}' works with: avmae embed, avmae visualize (pretraining), avmae finetune "
-          f"--init / avmae pretrain --init (pretraining), avmae evaluate (classifier)")
-    return 0

@@ -1,0 +1,25 @@
+"""`avmae embed`: per-clip audio and video embeddings (the work: avmae.evaluation.embed)."""
+
+from __future__ import annotations
+
+import argparse
+
+from avmae.evaluation.embed import embed
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a pretraining run folder, checkpoint folder or .safetensors")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="a manifest CSV, a shards folder, or media files")
+    parser.add_argument("--out", required=True, help="the .npz file to write")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=None, help="data-loader workers (default: data.num_workers)")
+    parser.add_argument("--device", default="auto")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = embed(args.checkpoint, args.inputs, args.out, batch_size=args.batch_size,
+                   workers=args.workers, device=args.device)
+    dims = ", ".join(f"{m} {result[m].shape}" for m in ("audio", "video") if m in result)
+    print(f"wrote {len(result['index'])} clips ({dims}) to {args.out}; "
+          f"{len(result['skipped'])} unreadable skipped")
+    return 0

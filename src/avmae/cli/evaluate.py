@@ -1,0 +1,33 @@
+"""`avmae evaluate`: a finetuned checkpoint's metrics, as JSON on stdout (the work:
+avmae.evaluation.evaluate)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from avmae.evaluation.evaluate import evaluate_checkpoint
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", metavar="CKPT",
+                        help="a finetune run folder (its best checkpoint, else its last), a "
+                             "checkpoint folder or a model.safetensors file")
+    parser.add_argument("--data", required=True, help="a CSV manifest or a shards folder with the "
+                        "label column the model was finetuned on")
+    parser.add_argument("--views", type=int, default=None, metavar="N",
+                        help="temporal views per clip, logits averaged (default: the checkpoint's "
+                             "finetune.views, 4 as in the paper's B.2)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="clips per forward pass (default: the checkpoint's train.batch_size)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="data loading processes (default: the checkpoint's data.num_workers)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = evaluate_checkpoint(args.checkpoint, args.data, views=args.views, device=args.device,
+                                 batch_size=args.batch_size, num_workers=args.workers, progress=True)
+    if result is not None:  # rank 0 only under torchrun
+        print(json.dumps(result))
+    return 0

@@ -1,0 +1,35 @@
+"""`avmae visualize`: the paper's Figure 5 (reconstructions) for one clip (the figure:
+avmae.evaluation.figures)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from avmae.api import load_clip
+from avmae.checkpoint import load_weights, writing
+from avmae.config import ConfigError
+from avmae.evaluation.figures import reconstruction_figure
+from avmae.models.avmae import AVMAE
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a pretraining run folder, checkpoint folder or .safetensors")
+    parser.add_argument("clip", help="a video file with sound")
+    parser.add_argument("--out", required=True, help="the PNG to write")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random masks")
+
+
+def run(args: argparse.Namespace) -> int:
+    weights, cfg, kind, _ = load_weights(args.checkpoint)
+    if kind != "avmae_pretrain":
+        raise ConfigError(f"'{args.checkpoint}' is a {kind} checkpoint; visualize needs a pretraining "
+                          "checkpoint (it has the decoder)")
+    batch = load_clip(args.clip, cfg)
+    model = AVMAE(cfg.model)
+    model.load_state_dict(weights)
+    with writing(args.out):
+        path = reconstruction_figure(model, batch, Path(args.out), seed=args.seed,
+                                     title=Path(args.clip).name)
+    print(path)
+    return 0
