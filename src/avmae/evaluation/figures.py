@@ -20,7 +20,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from avmae.config import ConfigError  # noqa: E402
 from avmae.models.avmae import AVMAE  # noqa: E402
 from avmae.run_dir import read_metrics  # noqa: E402
 
@@ -36,15 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from avmae.api import load_clip
-    from avmae.checkpoint import load_weights, writing
+    from avmae.checkpoint import PRETRAIN_KIND, writing
+    from avmae.models.loading import load_model
 
-    weights, cfg, kind, _ = load_weights(args.checkpoint)
-    if kind != "avmae_pretrain":
-        raise ConfigError(f"'{args.checkpoint}' is a {kind} checkpoint; visualize needs a pretraining "
-                          "checkpoint (it has the decoder)")
+    model, cfg, _, _, _ = load_model(args.checkpoint, expect=PRETRAIN_KIND,
+                                     refusal="'{path}' is a {kind} checkpoint; visualize needs a "
+                                             "pretraining checkpoint (it has the decoder)")
     batch = load_clip(args.clip, cfg)
-    model = AVMAE(cfg.model)
-    model.load_state_dict(weights)
     with writing(args.out):
         path = reconstruction_figure(model, batch, Path(args.out), seed=args.seed,
                                      title=Path(args.clip).name)

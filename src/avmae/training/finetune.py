@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from avmae import runtime
-from avmae.checkpoint import BEST_NAME, load_weights, save_best, writing
+from avmae.checkpoint import BEST_NAME, FINETUNE_KIND, PRETRAIN_KIND, load_weights, save_best, writing
 from avmae.cli.info import add_config_arguments
 from avmae.config import (
     FINETUNE_INPUT,
@@ -51,16 +51,15 @@ from avmae.config import (
 from avmae.data.dataset import build_dataset, build_loader, build_train_loader
 from avmae.data.manifest import load_vocab, num_classes, save_vocab, select_columns
 from avmae.evaluation.evaluate import (
-    KIND,
     PRIMARY_METRIC,
     checkpoint_metadata,
     dataset_config,
     evaluate_model,
-    head_sizes,
     label_task,
 )
 from avmae.models.classifier import build_classifier, param_groups_lrd
 from avmae.models.init_from_pretrained import init_classifier_from_avmae
+from avmae.models.loading import head_sizes
 from avmae.recipes import add_recipe_argument, recipe_overrides
 from avmae.run_dir import RunLog, add_run_dir_arguments, claim_run_dir, write_config
 from avmae.runtime import autocast, use_fast_math
@@ -100,7 +99,6 @@ LOSS_KEYS = {"single": ["loss"], "multi": ["loss"], "verb_noun": ["loss", "loss_
 # The paper's pretraining input becomes its finetuning input (Table 16: 32 frames; official configs:
 # stride 2, the same 2.56 s at 25 fps). Other inputs (CPU presets, --set) are the user's and are kept.
 PRETRAIN_INPUT = {"data.num_frames": 16, "data.frame_stride": 4}
-PRETRAIN_KIND = "avmae_pretrain"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -191,7 +189,7 @@ def finetune(init: str | None, data: str, val: str, out: str, *, modality: str |
             if recipe is not None or vocab is not None:
                 raise ConfigError("--resume continues a run with its own config and vocabulary: drop "
                                   "--recipe / --vocab (change single fields with --set)")
-            weights, state, cfg, ckpt = load_resume(run_dir, KIND)
+            weights, state, cfg, ckpt = load_resume(run_dir, FINETUNE_KIND)
             if modality is not None and modality != cfg.finetune.modality:
                 raise ConfigError(f"--resume: the run finetunes modality {cfg.finetune.modality}, "
                                   f"not {modality}")
@@ -399,7 +397,7 @@ def _checkpoint(run_dir: Path, step: int, model, cfg: Config, optimizer, epoch: 
     if improved:
         best = {"metric": metric, "value": float(value), "step": step}
     if d.is_main:
-        path = save_training_checkpoint(run_dir, step, model, cfg, KIND, optimizer,
+        path = save_training_checkpoint(run_dir, step, model, cfg, FINETUNE_KIND, optimizer,
                                         {"epoch": epoch, "best": best}, metadata)
         if improved:
             save_best(run_dir, path, step, scores)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from avmae import runtime
-from avmae.checkpoint import load_weights, writing
+from avmae.checkpoint import PRETRAIN_KIND, load_weights, writing
 from avmae.cli.info import add_config_arguments
 from avmae.config import Config, ConfigError, build_config
 from avmae.data.dataset import build_dataset, build_loader, build_train_loader
@@ -35,7 +35,6 @@ from avmae.training.loop import (
 )
 from avmae.training.optim import build_optimizer, param_groups_weight_decay, scaled_lr
 
-KIND = "avmae_pretrain"
 MODALITY_SEED = {"audio": 1, "video": 2}
 
 
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--init takes the model and input from the checkpoint; drop --preset "
                               "(--set still applies)")
         init, cfg, kind, _ = load_weights(args.init)
-        if kind != KIND:
+        if kind != PRETRAIN_KIND:
             raise ConfigError(f"--init '{args.init}' is a finetuned classifier, not an AV-MAE "
                               "pretraining checkpoint")
         cfg = build_config(None, args.overrides, base=cfg, recipe=recipe_overrides(args.recipe, "pretrain"))
@@ -115,7 +114,7 @@ def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False,
     with claim_run_dir(run_dir, resume=resume, overwrite=overwrite):
         weights, state = None, None
         if resume:
-            weights, state, cfg, ckpt = load_resume(run_dir, KIND)
+            weights, state, cfg, ckpt = load_resume(run_dir, PRETRAIN_KIND)
             cfg = build_config(None, overrides, base=cfg)
         d = runtime.setup(device)
         try:
@@ -198,7 +197,7 @@ def _pretrain(cfg: Config, data: str, run_dir: Path, d: runtime.Dist, weights, s
 
 def _checkpoint(run_dir, step, model, cfg, optimizer, epoch, d, log, figure_batch, monitor) -> None:
     if d.is_main:
-        path = save_training_checkpoint(run_dir, step, model, cfg, KIND, optimizer, {"epoch": epoch})
+        path = save_training_checkpoint(run_dir, step, model, cfg, PRETRAIN_KIND, optimizer, {"epoch": epoch})
         if monitor is not None:
             knn = monitor(model)
             log.write({"step": step, **knn})
