@@ -22,16 +22,9 @@ from avmae.config import Config, ConfigError
 
 
 def load(path: str | Path) -> nn.Module:
-    from avmae.checkpoint import load_weights
-    from avmae.evaluation.evaluate import load_finetuned
-    from avmae.models.avmae import AVMAE
+    from avmae.models.loading import load_model
 
-    weights, cfg, kind, _ = load_weights(path)
-    if kind == "avmae_pretrain":
-        model = AVMAE(cfg.model)
-        model.load_state_dict(weights)
-    else:
-        model, cfg, _, _ = load_finetuned(path)
+    model, cfg, _, _, _ = load_model(path)
     model.config = cfg
     return model.eval()
 

@@ -38,7 +38,9 @@ from safetensors import safe_open
 
 from avmae.config import Config, ConfigError
 
-KINDS = ("avmae_pretrain", "avmae_finetune")
+PRETRAIN_KIND = "avmae_pretrain"  # the "kind" metadata of an AV-MAE pretraining model's weights
+FINETUNE_KIND = "avmae_finetune"  # ... and of a finetuned classifier's
+KINDS = (PRETRAIN_KIND, FINETUNE_KIND)
 BEST_NAME = "best"  # RUN/checkpoints/best -> the checkpoint with the best validation metric
 WEIGHTS, STATE, MARKER = "model.safetensors", "train_state.pt", "COMPLETE"
 MARKER_FORMAT = "avmae-checkpoint"

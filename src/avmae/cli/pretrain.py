@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from avmae.checkpoint import load_weights
+from avmae.checkpoint import PRETRAIN_KIND, load_weights
 from avmae.cli.arguments import add_config_arguments, add_recipe_argument, add_run_dir_arguments
 from avmae.config import ConfigError, build_config
 from avmae.recipes import recipe_overrides
-from avmae.training.pretrain import KIND, pretrain
+from avmae.training.pretrain import pretrain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--init takes the model and input from the checkpoint; drop --preset "
                               "(--set still applies)")
         init, cfg, kind, _ = load_weights(args.init)
-        if kind != KIND:
+        if kind != PRETRAIN_KIND:
             raise ConfigError(f"--init '{args.init}' is a finetuned classifier, not an AV-MAE "
                               "pretraining checkpoint")
         cfg = build_config(None, args.overrides, base=cfg, recipe=recipe_overrides(args.recipe, "pretrain"))

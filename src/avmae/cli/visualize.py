@@ -7,10 +7,9 @@ import argparse
 from pathlib import Path
 
 from avmae.api import load_clip
-from avmae.checkpoint import load_weights, writing
-from avmae.config import ConfigError
+from avmae.checkpoint import PRETRAIN_KIND, writing
 from avmae.evaluation.figures import reconstruction_figure
-from avmae.models.avmae import AVMAE
+from avmae.models.loading import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,13 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    weights, cfg, kind, _ = load_weights(args.checkpoint)
-    if kind != "avmae_pretrain":
-        raise ConfigError(f"'{args.checkpoint}' is a {kind} checkpoint; visualize needs a pretraining "
-                          "checkpoint (it has the decoder)")
+    model, cfg, _, _, _ = load_model(args.checkpoint, expect=PRETRAIN_KIND,
+                                     refusal="'{path}' is a {kind} checkpoint; visualize needs a "
+                                             "pretraining checkpoint (it has the decoder)")
     batch = load_clip(args.clip, cfg)
-    model = AVMAE(cfg.model)
-    model.load_state_dict(weights)
     with writing(args.out):
         path = reconstruction_figure(model, batch, Path(args.out), seed=args.seed,
                                      title=Path(args.clip).name)

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avmae.checkpoint import load_weights, writing
+from avmae.checkpoint import PRETRAIN_KIND, writing
 from avmae.config import ConfigError
 from avmae.data.dataset import build_dataset, build_loader
 from avmae.runtime import resolve_device
-from avmae.models.avmae import AVMAE
+from avmae.models.loading import load_model
 
 
 def _data_source(inputs: list[str], scratch: Path) -> str:
@@ -58,12 +58,9 @@ def pooled_batches(model: torch.nn.Module, loader, device: torch.device, inputs:
 @torch.no_grad()
 def embed(checkpoint: str, inputs: list[str], out: str, *, batch_size: int = 8,
           workers: int | None = None, device: str = "auto") -> dict:
-    weights, cfg, kind, _ = load_weights(checkpoint)
-    if kind != "avmae_pretrain":
-        raise ConfigError(f"'{checkpoint}' is a {kind} checkpoint; embed takes a pretraining checkpoint")
+    model, cfg, _, _, _ = load_model(checkpoint, expect=PRETRAIN_KIND,
+                                     refusal="'{path}' is a {kind} checkpoint; embed takes a pretraining checkpoint")
     dev = resolve_device(device)
-    model = AVMAE(cfg.model)
-    model.load_state_dict(weights)
     model.to(dev).eval()
     with tempfile.TemporaryDirectory() as scratch:
         dataset = build_dataset(_data_source(inputs, Path(scratch)), cfg, train=False)

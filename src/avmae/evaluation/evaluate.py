@@ -16,7 +16,6 @@ evaluates its share of the samples and the per-sample logits are summed over ran
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 from pathlib import Path
@@ -27,15 +26,15 @@ from safetensors import safe_open
 from tqdm import tqdm
 
 from avmae import runtime
-from avmae.checkpoint import BEST_NAME, load_weights, resolve_weights, warn
-from avmae.models.classifier import FINETUNE_MODALITIES, Classifier, build_classifier
+from avmae.checkpoint import FINETUNE_KIND, resolve_weights
+from avmae.models.classifier import FINETUNE_MODALITIES, Classifier
 from avmae.config import Config, ConfigError
 from avmae.data.dataset import ClipDataset, build_dataset, build_loader
 from avmae.data.manifest import label_columns
 from avmae.evaluation.metrics import classification_metrics
+from avmae.models.loading import finetune_labels, load_model
 from avmae.runtime import autocast
 
-KIND = "avmae_finetune"
 # The metric that picks the best checkpoint and that the paper reports first for each task.
 PRIMARY_METRIC = {"single": "top1", "multi": "mAP", "verb_noun": "action_top1"}
 
@@ -48,11 +47,6 @@ def label_task(label_column: str) -> str:
     if columns == ("labels",):
         return "multi"
     return "verb_noun" if len(columns) == 2 else "single"
-
-
-def head_sizes(classes: list[int]) -> int | tuple[int, ...]:
-    """Classes per label column -> `build_classifier`'s num_classes (an int for one head)."""
-    return classes[0] if len(classes) == 1 else tuple(classes)
 
 
 def dataset_config(cfg: Config) -> Config:
@@ -137,18 +131,6 @@ def evaluate_model(model: Classifier, dataset: ClipDataset, cfg: Config, task: s
 
 # ---- checkpoints ----------------------------------------------------------------------------
 
-def finetuned_weights(path: str | Path) -> Path:
-    """The weights file to evaluate: RUN/checkpoints/best if the run has one, else as
-    `checkpoint.resolve_weights` (a run's last checkpoint, a checkpoint folder, a file)."""
-    best = Path(path) / "checkpoints" / BEST_NAME
-    if (best / "COMPLETE").exists() and (best / "model.safetensors").is_file():
-        try:
-            return resolve_weights(best)
-        except ConfigError as err:  # a damaged `best`: the run's checkpoints are still there
-            warn(f"skipped {best.resolve()}: {err}; using the run's newest checkpoint that verifies")
-    return resolve_weights(path)
-
-
 def checkpoint_metadata(path: str | Path) -> dict[str, str]:
     """The safetensors metadata of a checkpoint (header only, no tensors read)."""
     with safe_open(str(resolve_weights(path)), framework="pt") as f:
@@ -156,27 +138,14 @@ def checkpoint_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_finetuned(path: str | Path) -> tuple[Classifier, Config, dict, Path]:
-    """(classifier with its weights, config, {"label_column", "task", "classes", "vocab"}, file)."""
-    file = finetuned_weights(path)
-    weights, cfg, kind, meta = load_weights(file)
-    if kind != KIND:
-        raise ConfigError(f"'{path}' is an AV-MAE pretraining checkpoint, not a finetuned classifier: "
-                          f"finetune it first (`avmae finetune --init {path} --modality av --data TRAIN "
-                          "--val VAL --out RUN`), then evaluate RUN")
-    try:
-        labels = {"label_column": meta["label_column"], "task": meta["task"],
-                  "classes": [int(c) for c in json.loads(meta["num_classes"])],
-                  "vocab": json.loads(meta["vocab"])}
-    except (KeyError, ValueError, TypeError):
-        raise ConfigError(f"'{file}' has no label metadata (label_column, num_classes, vocab): "
-                          "it was not written by `avmae finetune`") from None
-    model = build_classifier(cfg, head_sizes(labels["classes"]))
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise ConfigError(f"'{file}' does not fit the classifier its config describes: {first}") from None
-    return model, cfg, labels, file
+    """(classifier with its weights, config, {"label_column", "task", "classes", "vocab"}, file):
+    the run's best checkpoint if it has one, else its newest (`models.loading.best_or_last`)."""
+    model, cfg, _, meta, file = load_model(
+        path, expect=FINETUNE_KIND,
+        refusal="'{path}' is an AV-MAE pretraining checkpoint, not a finetuned classifier: finetune it "
+                "first (`avmae finetune --init {path} --modality av --data TRAIN --val VAL --out RUN`), "
+                "then evaluate RUN")
+    return model, cfg, finetune_labels(meta, file), file
 
 
 def json_safe(value):

@@ -28,18 +28,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from avmae.checkpoint import load_weights
+from avmae.checkpoint import FINETUNE_KIND, PRETRAIN_KIND
 from avmae.models.classifier import FINETUNE_MODALITIES
 from avmae.config import Config, ConfigError, build_config
 from avmae.data.dataset import ClipDataset, build_dataset, build_loader
 from avmae.data.manifest import label_columns
 from avmae.runtime import resolve_device
 from avmae.evaluation.embed import pooled_batches
-from avmae.evaluation.evaluate import json_safe, label_task, load_finetuned, score
-from avmae.models.avmae import AVMAE
+from avmae.evaluation.evaluate import json_safe, label_task, score
+from avmae.models.loading import build_model, finetune_labels, load_model
 
-PRETRAIN_KIND = "avmae_pretrain"
-FINETUNE_KIND = "avmae_finetune"
 K_NEIGHBOURS = 20
 KNN_TEMPERATURE = 0.07      # DINO's weighted k-NN
 L2_PENALTY = 1e-3           # on standardised features, per training clip (fixed, never tuned on a test)
@@ -65,22 +63,13 @@ def load_encoder(run: str, *, preset: str | None, overrides: list[str] | None, s
             raise ConfigError("`scratch` needs --preset for the model and input sizes (see `avmae presets`)")
         cfg = build_config(preset, overrides)
         torch.manual_seed(seed)
-        model, kind, own_label = AVMAE(cfg.model), "scratch", None
+        model, kind, own_label = build_model(cfg, PRETRAIN_KIND), "scratch", None
     else:
         if preset is not None:
             raise ConfigError("--preset is only for `scratch`: a run's own config gives the sizes")
-        weights, cfg, kind, _ = load_weights(run, purpose="RUN")
+        model, cfg, kind, meta, file = load_model(run, purpose="RUN")
         cfg = build_config(None, overrides, base=cfg)
-        if kind == PRETRAIN_KIND:
-            model, own_label = AVMAE(cfg.model), None
-            _load(model, weights, run)
-        elif kind == FINETUNE_KIND:
-            del weights  # load_finetuned reads them again, with the classifier they belong to
-            model, cfg, labels, _ = load_finetuned(run)
-            cfg = build_config(None, overrides, base=cfg)
-            own_label = labels["label_column"]
-        else:
-            raise ConfigError(f"RUN '{run}' is a {kind} checkpoint: give a pretraining or finetune run")
+        own_label = finetune_labels(meta, file)["label_column"] if kind == FINETUNE_KIND else None
     model.eval()
     has = model.modalities  # what the encoder encodes
     wanted = has if modality is None else FINETUNE_MODALITIES[modality]
@@ -92,14 +81,6 @@ def load_encoder(run: str, *, preset: str | None, overrides: list[str] | None, s
     # An AV-MAE encoder is given only the probed modalities, as a unimodal finetune uses it.
     inputs = list(has) if kind == FINETUNE_KIND else list(wanted)
     return FrozenEncoder(model, inputs, kind, cfg, own_label), list(wanted)
-
-
-def _load(model: torch.nn.Module, weights: dict, run: str) -> None:
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise ConfigError(f"'{run}' does not fit the model its config describes: {first}") from None
 
 
 @torch.no_grad()

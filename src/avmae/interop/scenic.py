@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avmae.checkpoint import save_checkpoint, writing
+from avmae.checkpoint import FINETUNE_KIND, PRETRAIN_KIND, save_checkpoint, writing
 from avmae.config import FINETUNE_INPUT, PRESETS, Config, ConfigError, build_config, set_value
 from avmae.data.manifest import save_vocab
 from avmae.run_dir import claim_run_dir
@@ -242,7 +242,7 @@ def _infer_pretraining(tree: Tree) -> Architecture:
         raise ConfigError(f"'{tree.source}' uses decoder modality tokens, which avmae does not "
                           "implement (the official configs leave them off)")
     patch, tubelet = _patch_sizes(tree, "embedding_rgb", "embedding_spectrogram")
-    return Architecture("avmae_pretrain", modalities, D, n_sep + S, H, mlp, patch, tubelet,
+    return Architecture(PRETRAIN_KIND, modalities, D, n_sep + S, H, mlp, patch, tubelet,
                         encoder=encoder, fusion_layers=S, decoder=decoder,
                         decoder_dims=(dD, len(tree.blocks(dec)), dH, dmlp),
                         modality_embed=any(k.startswith("Encoder_modality_token_") for k in flat))
@@ -262,7 +262,7 @@ def _infer_classifier(tree: Tree) -> Architecture:
     D, H, mlp = _block_dims(tree, "Transformer/encoderblock_0")
     patch, tubelet = _patch_sizes(tree, "embedding", "embedding_spectrogram")
     bottleneck = flat.get("bottleneck")
-    return Architecture("avmae_finetune", modalities, D, len(tree.blocks("Transformer")), H, mlp,
+    return Architecture(FINETUNE_KIND, modalities, D, len(tree.blocks("Transformer")), H, mlp,
                         patch, tubelet, num_classes=flat[f"{HEAD}/kernel"].shape[1],
                         bottlenecks=0 if bottleneck is None else bottleneck.shape[1], first=first[0],
                         modality_embed=any(k.startswith("Encoder_modality_token_") for k in flat))
@@ -317,7 +317,7 @@ def convert_classifier(tree: Tree, arch: Architecture, fused: bool) -> dict[str,
 # --- Config ---------------------------------------------------------------------------------------
 def choose_preset(arch: Architecture) -> str:
     """The official setup a tree belongs to, when --preset is not given."""
-    if arch.kind == "avmae_finetune":
+    if arch.kind == FINETUNE_KIND:
         return "audioset-large" if arch.num_classes == 527 else "vggsound-large"
     if arch.encoder == "mid" or arch.modalities == ["audio"]:
         return "audioset-large"
@@ -330,7 +330,7 @@ def build_import_config(arch: Architecture, preset: str | None, overrides: list[
         raise ConfigError(f"unknown preset '{chosen}'; choose one of: {', '.join(PRESETS)}")
     cfg = build_config(chosen)
     preset_encoder = cfg.model.encoder
-    if preset is not None and arch.kind == "avmae_pretrain" and arch.encoder != preset_encoder:
+    if preset is not None and arch.kind == PRETRAIN_KIND and arch.encoder != preset_encoder:
         raise ConfigError(f"--preset {preset} has model.encoder={preset_encoder}, but the checkpoint's "
                           f"tree is a {arch.encoder} encoder: use --preset {choose_preset(arch)} or none")
     official_fusion = cfg.finetune.fusion_layer
@@ -342,7 +342,7 @@ def build_import_config(arch: Architecture, preset: str | None, overrides: list[
     m.mlp_ratio = arch.mlp_dim / arch.embed_dim
     m.patch_size, m.tubelet_frames = arch.patch_size, arch.tubelet_frames
     m.modality_embed = arch.modality_embed
-    if arch.kind == "avmae_pretrain":
+    if arch.kind == PRETRAIN_KIND:
         m.encoder, m.decoder = arch.encoder, arch.decoder
         m.fusion_layers = arch.fusion_layers if arch.encoder == "mid" else m.fusion_layers
         (m.decoder_embed_dim, m.decoder_depth, m.decoder_num_heads, m.decoder_mlp_dim) = arch.decoder_dims
@@ -396,9 +396,8 @@ def import_scenic(checkpoint: str | Path, out: str | Path, *, preset: str | None
 
 
 def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path:
-    from avmae.models.classifier import build_classifier
     from avmae.evaluation.evaluate import label_task
-    from avmae.models.avmae import AVMAE
+    from avmae.models.loading import build_model, fit_weights
     from avmae.interop.flax_checkpoint import read_params
 
     flat, layout, step = read_params(checkpoint)
@@ -408,8 +407,8 @@ def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path
     del flat  # the tree owns the arrays: each is freed once converted (peak ~ parameters + one tensor)
     arch = infer_architecture(tree)
     cfg, chosen = build_import_config(arch, preset, overrides)
-    fused = arch.kind == "avmae_finetune" and len(arch.modalities) == 2 and cfg.finetune.fusion_layer < arch.depth
-    if arch.kind == "avmae_pretrain":
+    fused = arch.kind == FINETUNE_KIND and len(arch.modalities) == 2 and cfg.finetune.fusion_layer < arch.depth
+    if arch.kind == PRETRAIN_KIND:
         state = convert_pretraining(tree, arch)
     else:
         state = convert_classifier(tree, arch, fused)
@@ -418,12 +417,9 @@ def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path
                           f"{', '.join(sorted(tree.flat)[:5])}")
     # Build on the meta device: checks every name and shape without a second copy of the weights.
     with torch.device("meta"):
-        model = AVMAE(cfg.model) if arch.kind == "avmae_pretrain" else build_classifier(cfg, arch.num_classes)
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as err:
-        raise ConfigError(f"converted weights do not fit the inferred model: {str(err).splitlines()[0]}") from None
-    what = (f"{arch.encoder} encoder, {arch.decoder} decoder" if arch.kind == "avmae_pretrain"
+        model = build_model(cfg, arch.kind, arch.num_classes)
+    fit_weights(model, state, "converted weights do not fit the inferred model", assign=True)
+    what = (f"{arch.encoder} encoder, {arch.decoder} decoder" if arch.kind == PRETRAIN_KIND
             else f"MBT {cfg.finetune.modality}, fusion layer {cfg.finetune.fusion_layer}, "
                  f"{arch.num_classes} classes ({cfg.finetune.label_column})")
     log(f"inferred {arch.kind}: {'+'.join(arch.modalities)}, width {arch.embed_dim}, depth {arch.depth}, "
@@ -432,7 +428,7 @@ def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path
         log(f"note: {note}")
     metadata = {"source": json.dumps({"checkpoint": str(checkpoint), "layout": layout, "step": step,
                                       "preset": chosen})}
-    if arch.kind == "avmae_finetune":
+    if arch.kind == FINETUNE_KIND:
         column = cfg.finetune.label_column
         vocab = {column: read_labels(labels, arch.num_classes)}
         metadata.update({"label_column": column, "task": label_task(column),
@@ -443,7 +439,7 @@ def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path
     out.mkdir(parents=True, exist_ok=True)
     with writing(out / "config.json", out):
         (out / "config.json").write_text(cfg.to_json() + "\n")
-        if arch.kind == "avmae_finetune":
+        if arch.kind == FINETUNE_KIND:
             save_vocab(vocab, out / "vocab.json")
     n = sum(t.numel() for t in state.values())
     ckpt = save_checkpoint(out, step, state, cfg, arch.kind, keep=1, extra_metadata=metadata)

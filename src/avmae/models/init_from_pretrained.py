@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from avmae.checkpoint import PRETRAIN_KIND
 from avmae.models.classifier import EncoderClassifier, StreamClassifier
 from avmae.config import Config, ConfigError, ModelConfig
 
@@ -98,9 +99,9 @@ def strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 def check_pretrained(classifier: nn.Module, state_dict: dict[str, torch.Tensor], pretrain: ModelConfig,
                      kind: str | None = None) -> None:
     """Refuse a checkpoint that is not an AV-MAE pretraining checkpoint fitting `classifier`."""
-    if kind is not None and kind != "avmae_pretrain":
+    if kind is not None and kind != PRETRAIN_KIND:
         raise ConfigError(f"the checkpoint is of kind '{kind}', not an AV-MAE pretraining checkpoint "
-                          "('avmae_pretrain'): finetune from a pretraining run; evaluate a finetuned "
+                          f"('{PRETRAIN_KIND}'): finetune from a pretraining run; evaluate a finetuned "
                           "one with `avmae evaluate`")
     if any(k.startswith(("head.", "streams.")) or k == "bottleneck" for k in state_dict):
         raise ConfigError("the checkpoint holds a finetuned classifier (it has head/streams weights), "

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from avmae import runtime
-from avmae.checkpoint import BEST_NAME, load_weights, save_best, writing
+from avmae.checkpoint import BEST_NAME, FINETUNE_KIND, PRETRAIN_KIND, load_weights, save_best, writing
 from avmae.config import (
     FINETUNE_INPUT,
     Config,
@@ -49,15 +49,14 @@ from avmae.config import (
 from avmae.data.dataset import build_dataset, build_loader, build_train_loader
 from avmae.data.manifest import load_vocab, num_classes, save_vocab, select_columns
 from avmae.evaluation.evaluate import (
-    KIND,
     PRIMARY_METRIC,
     checkpoint_metadata,
     dataset_config,
     evaluate_model,
-    head_sizes,
     label_task,
 )
 from avmae.models.classifier import build_classifier, param_groups_lrd
+from avmae.models.loading import head_sizes
 from avmae.models.init_from_pretrained import init_classifier_from_avmae
 from avmae.recipes import recipe_overrides
 from avmae.run_dir import RunLog, claim_run_dir, write_config
@@ -98,7 +97,6 @@ LOSS_KEYS = {"single": ["loss"], "multi": ["loss"], "verb_noun": ["loss", "loss_
 # The paper's pretraining input becomes its finetuning input (Table 16: 32 frames; official configs:
 # stride 2, the same 2.56 s at 25 fps). Other inputs (CPU presets, --set) are the user's and are kept.
 PRETRAIN_INPUT = {"data.num_frames": 16, "data.frame_stride": 4}
-PRETRAIN_KIND = "avmae_pretrain"
 
 
 def finetune_config(base: Config, modality: str | None = None,
@@ -150,7 +148,7 @@ def finetune(init: str | None, data: str, val: str, out: str, *, modality: str |
             if recipe is not None or vocab is not None:
                 raise ConfigError("--resume continues a run with its own config and vocabulary: drop "
                                   "--recipe / --vocab (change single fields with --set)")
-            weights, state, cfg, ckpt = load_resume(run_dir, KIND)
+            weights, state, cfg, ckpt = load_resume(run_dir, FINETUNE_KIND)
             if modality is not None and modality != cfg.finetune.modality:
                 raise ConfigError(f"--resume: the run finetunes modality {cfg.finetune.modality}, "
                                   f"not {modality}")
@@ -335,7 +333,7 @@ class Finetuning:
         if improved:
             self.best = best = {"metric": metric, "value": float(value), "step": step}
         if d.is_main:
-            path = save_training_checkpoint(run_dir, step, self.model, self.cfg, KIND, self.optimizer,
+            path = save_training_checkpoint(run_dir, step, self.model, self.cfg, FINETUNE_KIND, self.optimizer,
                                             {"epoch": epoch, "best": best}, self.metadata)
             if improved:
                 save_best(run_dir, path, step, scores)

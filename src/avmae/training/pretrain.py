@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from avmae import runtime
-from avmae.checkpoint import writing
+from avmae.checkpoint import PRETRAIN_KIND, writing
 from avmae.config import Config, ConfigError, build_config
 from avmae.data.dataset import build_dataset, build_loader, build_train_loader
 from avmae.models.avmae import AVMAE
@@ -32,7 +32,6 @@ from avmae.training.loop import (
 )
 from avmae.training.optim import build_optimizer, param_groups_weight_decay, scaled_lr
 
-KIND = "avmae_pretrain"
 MODALITY_SEED = {"audio": 1, "video": 2}
 
 
@@ -63,7 +62,7 @@ def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False,
     with claim_run_dir(run_dir, resume=resume, overwrite=overwrite):
         weights, state = None, None
         if resume:
-            weights, state, cfg, ckpt = load_resume(run_dir, KIND)
+            weights, state, cfg, ckpt = load_resume(run_dir, PRETRAIN_KIND)
             cfg = build_config(None, overrides, base=cfg)
         d = runtime.setup(device)
         try:
@@ -163,7 +162,7 @@ class Pretraining:
         figure (main process); every rank waits for it."""
         d, run_dir, log, model, monitor = self.d, self.run_dir, self.log, self.model, self.monitor
         if d.is_main:
-            path = save_training_checkpoint(run_dir, step, model, self.cfg, KIND, self.optimizer,
+            path = save_training_checkpoint(run_dir, step, model, self.cfg, PRETRAIN_KIND, self.optimizer,
                                             {"epoch": epoch})
             if monitor is not None:
                 knn = monitor(model)
