@@ -36,8 +36,7 @@ import numpy as np
 import torch
 
 from avmae.config import build_config
-from avmae.data.dataset import build_dataset
-from avmae.data.prepare import prepare_shards
+from avmae.data import build_dataset, prepare_shards
 
 FPS = 25
 

@@ -12,7 +12,6 @@ the file's size. The writer is this script's own (msgpack + numpy): no JAX neede
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import shutil
 import subprocess

@@ -25,7 +25,7 @@ from common import emit, machine, write_record  # noqa: E402
 
 from avmae.cli import main as avmae  # noqa: E402
 from avmae.config import build_config  # noqa: E402
-from avmae.data.dataset import build_dataset, build_loader, build_train_loader  # noqa: E402
+from avmae.data import build_dataset, build_loader, build_train_loader  # noqa: E402
 
 
 def per_epoch_loaders(dataset, cfg, batch: int, epochs: int) -> int:

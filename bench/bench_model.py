@@ -31,14 +31,17 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import best_time, emit, machine, matmul_peak_gflops, write_record  # noqa: E402
 
-from avmae.models.classifier import build_classifier, param_groups_lrd  # noqa: E402
 from avmae.config import build_config  # noqa: E402
-from avmae.training.finetune import finetune_config, per_modality_loss  # noqa: E402
-from avmae.models.flops import finetune_flops, pretrain_flops  # noqa: E402
-from avmae.models.avmae import AVMAE  # noqa: E402
-from avmae.models.patch_embed import VideoPatchEmbed  # noqa: E402
-from avmae.training.optim import build_optimizer, param_groups_weight_decay  # noqa: E402
-from avmae.models.transformer import set_grad_checkpointing  # noqa: E402
+from avmae.models import (  # noqa: E402  # noqa: E402
+    AVMAE,  # noqa: E402
+    VideoPatchEmbed,  # noqa: E402
+    build_classifier,
+    finetune_flops,
+    param_groups_lrd,
+    pretrain_flops,
+    set_grad_checkpointing,  # noqa: E402
+)
+from avmae.training import build_optimizer, finetune_config, param_groups_weight_decay, per_modality_loss  # noqa: E402  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendor datasheets, TFLOP/s.
 DATASHEET_BF16_TFLOPS = [("H200", 989.4), ("GH200", 989.4), ("H100 PCIe", 756.5), ("H100", 989.4),

@@ -41,12 +41,17 @@ from common import emit, machine, sync, write_record  # noqa: E402
 
 from avmae.cli import main as avmae  # noqa: E402
 from avmae.config import build_config  # noqa: E402
-from avmae.data.dataset import build_dataset, build_train_loader  # noqa: E402
-from avmae.models.avmae import AVMAE  # noqa: E402
-from avmae.training.optim import build_optimizer, param_groups_weight_decay  # noqa: E402
-from avmae.training.loop import model_inputs  # noqa: E402
-from avmae.runtime import autocast
-from avmae.runtime import use_fast_math  # noqa: E402
+from avmae.data import build_dataset, build_train_loader  # noqa: E402
+from avmae.models import AVMAE  # noqa: E402
+from avmae.runtime import (
+    autocast,
+    use_fast_math,  # noqa: E402
+)
+from avmae.training import (  # noqa: E402
+    build_optimizer,
+    model_inputs,  # noqa: E402
+    param_groups_weight_decay,
+)
 
 SMOKE = ["model.embed_dim=64", "model.num_heads=2", "model.depth=2", "model.fusion_layers=1",
          "model.decoder_embed_dim=32", "model.decoder_num_heads=2", "model.decoder_depth=1",

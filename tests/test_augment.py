@@ -4,9 +4,16 @@ import dataclasses
 
 import torch
 
-from avmae.training.augment import (augment_spectrogram, mixup_modalities, one_hot, sample_lambda,
-                                    smooth_labels, spec_augment, time_shift)
 from avmae.config import FinetuneConfig
+from avmae.training import (
+    augment_spectrogram,
+    mixup_modalities,
+    one_hot,
+    sample_lambda,
+    smooth_labels,
+    spec_augment,
+    time_shift,
+)
 
 
 def gen(seed=0):
@@ -128,7 +135,8 @@ def test_mixup_modalities_one_pairing_a_lambda_and_targets_per_modality():
 
 def test_colour_augmentation_is_one_draw_per_clip_and_colour_drop_is_grey():
     import numpy as np
-    from avmae.data.transforms import color_augment
+
+    from avmae.data import color_augment
     g = torch.Generator().manual_seed(0)
     frame = torch.rand(3, 1, 8, 8, generator=g) * 2 - 1
     clip = frame.expand(3, 4, 8, 8).contiguous()           # four identical frames

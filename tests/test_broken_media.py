@@ -1,12 +1,12 @@
 """read_clip on awkward and broken files: right shapes, None for a missing stream, MediaError for
 unreadable files, and every padding or failure written in `problems`."""
 
+import media
 import numpy as np
 import pytest
 
-import media
 from avmae.config import DataConfig
-from avmae.data.decode import MediaError, read_clip
+from avmae.data import MediaError, read_clip
 
 # a 1.28 s video window (8 frames at stride 4 of 25 fps) and 2 s of audio
 CFG = DataConfig(num_frames=8, frame_stride=4, short_side=32, crop_size=32, audio_seconds=2.0)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from avmae.models.classifier import EncoderClassifier, StreamClassifier, build_classifier, param_groups_lrd
 from avmae.config import ConfigError, build_config
+from avmae.models import EncoderClassifier, StreamClassifier, build_classifier, param_groups_lrd
 
 ENCODERS = ["early", "separate", "mid", "shared"]
 MODALITIES = ["audio", "video", "av"]

@@ -218,7 +218,7 @@ def test_views_multiply_the_dataset(media):
 def test_run_loader_gives_each_epochs_batches_across_epochs(media, workers):
     """The training loops' one loader for the whole run: epoch after epoch the batches (and their
     augmentation) of the per-epoch loader, cut to the batches the steps use, from any start."""
-    from avmae.data.dataset import build_train_loader
+    from avmae.data import build_train_loader
     cfg = tiny_cfg(f"data.num_workers={workers}", "data.prefetch_factor=2")
     ds = build_dataset(media / "good.csv", cfg, train=True)
     per_epoch, total = 3, 8  # 4 batches of 2 per epoch, of which the steps use 3

@@ -1,14 +1,13 @@
 """read_clip samples the right frames and audio, and the transforms make the right tensors."""
 
 import av
+import media
 import numpy as np
 import pytest
 import torch
 
-import media
 from avmae.config import DataConfig
-from avmae.data.decode import read_clip
-from avmae.data.transforms import (audio_tensor, fill_audio, fill_video, video_tensor)
+from avmae.data import audio_tensor, fill_audio, fill_video, read_clip, video_tensor
 
 # 8 frames at stride 4 of 25 fps: a 1.28 s video window; 2 s of audio
 CFG = DataConfig(num_frames=8, frame_stride=4, short_side=32, crop_size=32, audio_seconds=2.0)

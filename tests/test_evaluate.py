@@ -5,16 +5,16 @@ import json
 
 import pytest
 import torch
+from conftest import TINY
 
 from avmae.checkpoint import save_checkpoint
 from avmae.cli import main
 from avmae.config import ConfigError, build_config
-from avmae.data.dataset import build_dataset
+from avmae.data import build_dataset
+from avmae.evaluation import dataset_config, evaluate_checkpoint, load_finetuned, predict
+from avmae.models import AVMAE
 from avmae.runtime import Dist
-from avmae.evaluation.evaluate import dataset_config, evaluate_checkpoint, load_finetuned, predict
 from avmae.training.finetune import finetune
-from avmae.models.avmae import AVMAE
-from conftest import TINY
 
 KEYS = {
     "label": {"top1", "top5"},

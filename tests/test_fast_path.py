@@ -8,14 +8,12 @@ import types
 
 import pytest
 import torch
+from conftest import TINY
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from avmae.models.classifier import build_classifier
 from avmae.config import RunError, build_config
-from avmae.models.avmae import AVMAE
+from avmae.models import AVMAE, Block, build_classifier, set_grad_checkpointing
 from avmae.training.optim import use_fused
-from avmae.models.transformer import Block, set_grad_checkpointing
-from conftest import TINY
 
 torch.set_num_threads(1)
 
@@ -138,8 +136,9 @@ def test_step_has_no_graph_breaks():
 @pytest.mark.slow
 def test_compiled_pretraining_trains_like_eager(tiny_synth, tmp_path):
     """train.compile=true (inductor on CPU) runs the real loop and gives eager's weights."""
-    from avmae.training.pretrain import pretrain
     from safetensors.torch import load_file
+
+    from avmae.training.pretrain import pretrain
     runs = {}
     for compiled in (False, True):
         cfg = tiny_cfg("train.steps=2", "train.batch_size=4", f"train.compile={compiled}",
@@ -231,7 +230,7 @@ def test_fused_optimiser_only_for_cuda_parameters():
     assert use_fused([{"params": [cuda, cuda]}, {"params": [cuda]}])
     assert not use_fused([{"params": [cuda]}, {"params": [cpu]}])
     assert not use_fused([{"params": []}])
-    from avmae.training.optim import build_optimizer
+    from avmae.training import build_optimizer
     opt = build_optimizer([{"params": [torch.nn.Parameter(torch.zeros(2))]}], tiny_cfg().train, 0.1)
     assert not opt.defaults.get("fused")
 
@@ -266,7 +265,7 @@ def test_analytic_finetuning_flops_match_torch_flop_counter(modality, architectu
     of one forward + backward (MBT with bottleneck tokens from fusion_layer on; 3 = no fusion)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from avmae.models.flops import finetune_flops
+    from avmae.models import finetune_flops
 
     def math_attention(q, k, v):  # the counter does not see the CPU attention kernel
         return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 from safetensors.torch import load_file
 
 from avmae.checkpoint import load_checkpoint, verify_checkpoint
 from avmae.cli import main
 from avmae.config import ConfigError, build_config
 from avmae.run_dir import RunLock
-from conftest import TINY
 
 STEPS2 = ["train.steps=2", "train.batch_size=4", "train.checkpoint_every=2", "train.keep_checkpoints=3"]
 STEPS4 = ["train.steps=4", "train.batch_size=4", "train.checkpoint_every=2", "train.keep_checkpoints=3"]
@@ -546,7 +546,7 @@ def test_raw_files_deleted_or_truncated_mid_run_are_skipped_and_counted(tiny_syn
 
 
 def test_shards_rewritten_or_truncated_mid_run_are_skipped_and_counted(tiny_synth, tmp_path, monkeypatch):
-    from avmae.data.prepare import prepare_shards
+    from avmae.data import prepare_shards
     manifest = clips_in_copy(tiny_synth, tmp_path / "data", 8)
     shards = tmp_path / "shards"
     prepare_shards(manifest, shards, build_config("tiny-4l-cpu", TINY).data, clips_per_shard=4,

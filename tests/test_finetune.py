@@ -12,14 +12,14 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY, run_cli
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from avmae.cli import main
 from avmae.config import ConfigError, build_config
-from avmae.training.finetune import classification_loss, finetune_config, smooth, soft_targets
 from avmae.training.pretrain import pretrain
-from conftest import TINY, run_cli
+from avmae.training.finetune import classification_loss, finetune_config, smooth, soft_targets
 
 FT = ["train.batch_size=4", "train.steps=2", "train.checkpoint_every=1", "train.log_every=1",
       "data.num_workers=0"]

@@ -7,10 +7,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from avmae.cli import main
-from avmae.config import ConfigError, build_config
-from avmae.models.flops import pretrain_flops
 from avmae.cli.info import describe
-from avmae.models.avmae import AVMAE
+from avmae.config import ConfigError, build_config
+from avmae.models import AVMAE, pretrain_flops
 
 
 def test_base_preset_tokens_and_parameters(capsys):

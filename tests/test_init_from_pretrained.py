@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from avmae.checkpoint import load_weights, save_checkpoint
-from avmae.models.classifier import build_classifier
 from avmae.config import ConfigError, build_config
-from avmae.models.init_from_pretrained import init_classifier_from_avmae
-from avmae.models.avmae import AVMAE
+from avmae.models import AVMAE, build_classifier, init_classifier_from_avmae
 
 ENCODERS = ["early", "separate", "mid", "shared"]
 L, S = 4, 1                       # tiny depth; mid fusion: 3 separate layers + 1 joint layer

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY
 
 import avmae
 from avmae.checkpoint import FINETUNE_KIND, KINDS, PRETRAIN_KIND, save_checkpoint
 from avmae.config import ConfigError, build_config
-from avmae.data.transforms import fill_audio, fill_video
-from avmae.models.avmae import AVMAE
-from avmae.models.classifier import Classifier, build_classifier
-from avmae.models.loading import build_model, load_model
-from conftest import TINY
+from avmae.data import fill_audio, fill_video
+from avmae.models import AVMAE, Classifier, build_classifier, build_model, load_model
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "avmae"
 

@@ -2,16 +2,15 @@
 
 import json
 
+import media
 import numpy as np
 import pytest
 import torch
 
-import media
 from avmae.cli import main
 from avmae.config import DataConfig
-from avmae.data.decode import read_clip
+from avmae.data import audio_logmel, read_clip
 from avmae.data.logmel import FLOAT_EPS, log_mel, mel_banks, num_frames, window_function
-from avmae.data.transforms import audio_logmel
 
 knf = pytest.importorskip("kaldi_native_fbank")
 

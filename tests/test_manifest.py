@@ -6,9 +6,17 @@ import pytest
 import torch
 
 from avmae.config import ConfigError
-from avmae.data.manifest import (as_vocab, build_vocab, build_vocabs, encode_labels,
-                                 label_columns, load_manifest, load_vocab, num_classes,
-                                 save_vocab)
+from avmae.data import (
+    as_vocab,
+    build_vocab,
+    build_vocabs,
+    encode_labels,
+    label_columns,
+    load_manifest,
+    load_vocab,
+    num_classes,
+    save_vocab,
+)
 
 GOOD = """path,label,labels,verb,noun,start,end
 a.mp4,dog,dog;bark,open,door,,

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from avmae.evaluation.metrics import (average_precision, classification_metrics, d_prime, mean_average_precision,
-                           mean_roc_auc, roc_auc, top_k_accuracy, verb_noun_action_accuracy)
+from avmae.evaluation import (
+    average_precision,
+    classification_metrics,
+    d_prime,
+    mean_average_precision,
+    mean_roc_auc,
+    roc_auc,
+    top_k_accuracy,
+    verb_noun_action_accuracy,
+)
 
 
 def test_top_k_accuracy():

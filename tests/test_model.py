@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from avmae.config import ConfigError, build_config
-from avmae.models.avmae import AVMAE
-from avmae.models.patch_embed import patchify_audio, patchify_video, unpatchify_audio, unpatchify_video
+from avmae.models import AVMAE, patchify_audio, patchify_video, unpatchify_audio, unpatchify_video
 
 ENCODERS = ["early", "separate", "mid", "shared"]
 DECODERS = ["shared", "separate", "joint"]
@@ -62,7 +61,7 @@ def test_loss_sees_only_the_tokens_it_should(encoder, decoder, objective):
     model = AVMAE(cfg.model).eval()
     a, v = inputs()
     out = model(a, v, torch.Generator().manual_seed(1))
-    from avmae.models.objectives import masked_mse
+    from avmae.models import masked_mse
     for m in ("audio", "video"):
         if f"loss_mask_{m}" not in out:
             continue
@@ -262,14 +261,14 @@ def test_filled_modality_is_not_a_reconstruction_target():
     a2 = a.clone()
     a2[1] = 0.0  # what the second clip's audio is does not matter to the loss ...
     out2 = model(a2, v, torch.Generator().manual_seed(0), present=present)
-    from avmae.models.objectives import masked_mse
+    from avmae.models import masked_mse
     only_first = masked_mse(out2["pred_audio"][:1], out2["target_audio"][:1], out2["mask_audio"][:1])
     assert torch.allclose(out2["loss_audio"], only_first)  # ... beyond its effect as encoder input
     assert torch.isfinite(out["loss"])
 
 
 def test_sample_noise_masks_a_clip_the_same_in_any_batch():
-    from avmae.models.masking import sample_noise
+    from avmae.models import sample_noise
     n8 = sample_noise([(0, 5, i) for i in range(8)], 18)
     n4 = sample_noise([(0, 5, i) for i in (4, 5, 6, 7)], 18)
     assert torch.equal(n8[4:], n4)

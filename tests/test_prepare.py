@@ -11,8 +11,7 @@ from test_dataset import assert_same_batches, make_media, tiny_cfg
 
 from avmae.cli import main
 from avmae.config import ConfigError
-from avmae.data.dataset import build_dataset, build_loader
-from avmae.data.prepare import prepare_shards
+from avmae.data import build_dataset, build_loader, prepare_shards
 
 # float16 keeps ~11 bits: |log-mel| < 32 -> error < 2^-6, then / (2 * audio_std) after normalising
 AUDIO_ATOL = 2.0 ** -6 / (2 * 4.5690) + 1e-6

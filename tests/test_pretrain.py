@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, run_cli
 from safetensors.torch import load_file
 
 from avmae.cli import main
 from avmae.config import RunError, build_config
-from conftest import TINY, run_cli
 
 
 def pretrain_args(data, out, *extra):
@@ -63,6 +63,7 @@ def test_mid_epoch_resume_equals_an_uninterrupted_run(tiny_synth, tmp_path):
     must continue with the epoch's NEXT batch (not its first) and with the saved AdamW moments."""
     import json
     import shutil
+
     from avmae.training.pretrain import pretrain
     data = str(tiny_synth / "train.csv")
     cfg = build_config("tiny-4l-cpu", TINY + ["train.steps=3", "train.batch_size=4", "train.checkpoint_every=2",
@@ -88,8 +89,8 @@ def test_pretraining_masks_are_drawn_anew_every_step_per_clip_and_per_modality()
     """The masking noise is keyed by (seed, step, clip, modality) (training.py): a clip gets fresh
     masks at every step (MAE, Sec. 3.1), the same ones in any batch (DDP, resume), and its audio
     and video masks are drawn independently."""
-    from avmae.models.avmae import AVMAE
-    from avmae.training.pretrain import masking_noise
+    from avmae.models import AVMAE
+    from avmae.training import masking_noise
     model = AVMAE(build_config("tiny-4l-cpu", TINY).model)
     x = {"audio": torch.zeros(3, 1, 64, 128), "video": torch.zeros(3, 3, 4, 32, 32)}
     clips = torch.tensor([7, 3, 9])

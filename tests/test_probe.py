@@ -5,15 +5,15 @@ import json
 
 import pytest
 import torch
+from conftest import TINY
 
 from avmae.checkpoint import save_checkpoint
 from avmae.cli import main
 from avmae.config import build_config
+from avmae.evaluation import knn_scores, linear_scores, mean_average_precision, top_k_accuracy
+from avmae.evaluation.probe import probe
+from avmae.models import AVMAE
 from avmae.training.finetune import finetune
-from avmae.models.avmae import AVMAE
-from avmae.evaluation.probe import knn_scores, linear_scores, probe
-from avmae.evaluation.metrics import mean_average_precision, top_k_accuracy
-from conftest import TINY
 
 
 def clusters(n_per_class: int, classes: int, dim: int, spread: float, seed: int):

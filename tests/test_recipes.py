@@ -6,8 +6,8 @@ import pytest
 
 from avmae.cli import main
 from avmae.config import build_config
-from avmae.training.finetune import finetune_config
 from avmae.recipes import RECIPES, recipe_overrides
+from avmae.training import finetune_config
 
 
 def ft(recipe, modality="av", preset="base", overrides=()):

@@ -19,9 +19,9 @@ import torch
 
 from avmae.checkpoint import load_weights
 from avmae.cli import main
-from avmae.evaluation.evaluate import load_finetuned
-from avmae.interop.scenic import import_scenic
-from avmae.models.avmae import AVMAE
+from avmae.evaluation import load_finetuned
+from avmae.interop import import_scenic
+from avmae.models import AVMAE
 
 DATA = Path(__file__).parent / "data" / "scenic"
 PRETRAINING = ["audioset_pretrain.optimizer", "audioset_pretrain.params",
@@ -137,9 +137,8 @@ def test_finetuning_from_an_imported_checkpoint_copies_the_official_layout(tmp_p
     """Joint layers into both streams, the joint norm into MBT's one norm, mid-fusion stream norms
     dropped, bottleneck and head fresh; the spectrogram patch embedding IS restored (the official
     init code skips it: a bug avmae does not copy)."""
-    from avmae.models.classifier import build_classifier
     from avmae.config import build_config
-    from avmae.models.init_from_pretrained import init_classifier_from_avmae
+    from avmae.models import build_classifier, init_classifier_from_avmae
 
     weights, cfg, kind, _ = load_weights(imported("audioset_pretrain.optimizer", tmp_path))
     ft = build_config(None, ["finetune.modality=av", "finetune.fusion_layer=3"], base=cfg)
@@ -241,8 +240,9 @@ def test_pretraining_continues_from_an_imported_checkpoint(tiny_synth, tmp_path)
 
 def test_python_api_load_and_load_clip(tmp_path):
     """The README's library example: load the imported official model, embed one video."""
-    import avmae
     from media import write_clip
+
+    import avmae
 
     clip = write_clip(tmp_path / "clip.mp4", seconds=1.0, size=(64, 48))
     run = tmp_path / "run"

@@ -20,11 +20,9 @@ import math
 import pytest
 import torch
 
-from avmae.models.classifier import build_classifier
 from avmae.config import build_config
-from avmae.models.masking import num_visible
+from avmae.models import build_classifier, num_visible, sincos_pos_embed
 from avmae.models.avmae import AVMAE, OTHER
-from avmae.models.pos_embed import sincos_pos_embed
 
 ENCODERS = ["early", "separate", "mid", "shared"]
 DECODERS = ["shared", "separate", "joint"]

@@ -22,7 +22,7 @@ from avmae.config import Config, ConfigError
 
 
 def load(path: str | Path) -> nn.Module:
-    from avmae.models.loading import load_model
+    from avmae.models import load_model
 
     model, cfg, _, _, _ = load_model(path)
     model.config = cfg
@@ -31,8 +31,15 @@ def load(path: str | Path) -> nn.Module:
 
 def load_clip(path: str | Path, cfg: Config) -> dict[str, torch.Tensor]:
     """{"audio": (1, 1, T_frames, mel), "video": (1, 3, T, H, W)} for one media file."""
-    from avmae.data.decode import MediaError, read_clip
-    from avmae.data.transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
+    from avmae.data import (
+        MediaError,
+        audio_logmel,
+        audio_tensor,
+        fill_audio,
+        fill_video,
+        read_clip,
+        video_tensor,
+    )
 
     if not Path(path).is_file():
         raise ConfigError(f"no such file: '{path}'")

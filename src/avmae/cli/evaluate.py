@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from avmae.evaluation.evaluate import evaluate_checkpoint
+from avmae.evaluation import evaluate_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

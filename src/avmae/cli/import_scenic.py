@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from avmae.interop.scenic import import_scenic
+from avmae.interop import import_scenic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

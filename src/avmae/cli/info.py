@@ -7,8 +7,7 @@ import json
 
 from avmae.cli.arguments import add_config_arguments, add_recipe_argument
 from avmae.config import build_config, describe_pairing
-from avmae.models.flops import pretrain_flops, token_counts
-from avmae.models.avmae import AVMAE
+from avmae.models import AVMAE, pretrain_flops, token_counts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +52,8 @@ def describe_recipe(name: str, preset: str | None, overrides: list[str]) -> dict
     """What `--recipe name` resolves to at each stage, on `preset` (default: the library defaults,
     ViT-B at the paper's input) with `overrides`: every field the recipe sets, the batch, the input
     and the peak learning rate at that global batch (one process)."""
-    from avmae.training.finetune import finetune_config
-    from avmae.training.optim import scaled_lr
     from avmae.recipes import RECIPES, STAGES, recipe_overrides
+    from avmae.training import finetune_config, scaled_lr
     out = {"recipe": name, "doc": RECIPES[name]["doc"], "preset": preset}
     for stage in STAGES:
         if RECIPES[name][stage] is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avmae.data.annotations import DATASETS, SPLITS, write_manifests
+from avmae.data import DATASETS, SPLITS, write_manifests
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from avmae.config import build_config
-from avmae.data.prepare import prepare_shards
+from avmae.data import prepare_shards
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -174,7 +174,7 @@ def set_args(items: list[str]) -> list[str]:
 def evaluate_last(run: Path, test: Path) -> dict:
     """`avmae evaluate RUN/checkpoints/last --data TEST --views 1`, printed, in process: the last
     checkpoint, never one picked by its validation score."""
-    from avmae.evaluation.evaluate import evaluate_checkpoint
+    from avmae.evaluation import evaluate_checkpoint
     last = run / "checkpoints" / "last"
     _say("$ avmae evaluate " + shlex.join([str(last), "--data", str(test), "--views", "1"]))
     metrics = evaluate_checkpoint(last, test, views=1, progress=True)

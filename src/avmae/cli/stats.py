@@ -7,7 +7,7 @@ import argparse
 import json
 
 from avmae.config import build_config
-from avmae.data.stats import dataset_stats
+from avmae.data import dataset_stats
 
 
 def add_arguments(parser) -> None:

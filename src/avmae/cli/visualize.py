@@ -8,8 +8,8 @@ from pathlib import Path
 
 from avmae.api import load_clip
 from avmae.checkpoint import PRETRAIN_KIND, writing
-from avmae.evaluation.figures import reconstruction_figure
-from avmae.models.loading import load_model
+from avmae.evaluation import reconstruction_figure
+from avmae.models import load_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,1 +1,57 @@
 """Data: decoding, log-mel front end, manifests, shards and loaders."""
+
+from avmae.data.annotations import DATASETS, SPLITS, write_manifests
+from avmae.data.dataset import ClipDataset, build_dataset, build_loader, build_train_loader
+from avmae.data.decode import MediaError, read_clip
+from avmae.data.logmel import log_mel
+from avmae.data.manifest import (
+    as_vocab,
+    build_vocab,
+    build_vocabs,
+    encode_labels,
+    label_columns,
+    load_manifest,
+    load_vocab,
+    num_classes,
+    save_vocab,
+)
+from avmae.data.prepare import prepare_shards
+from avmae.data.stats import dataset_stats
+from avmae.data.transforms import (
+    audio_logmel,
+    audio_tensor,
+    color_augment,
+    fill_audio,
+    fill_video,
+    video_tensor,
+)
+
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "write_manifests",
+    "ClipDataset",
+    "build_dataset",
+    "build_loader",
+    "build_train_loader",
+    "MediaError",
+    "read_clip",
+    "log_mel",
+    "as_vocab",
+    "build_vocab",
+    "build_vocabs",
+    "encode_labels",
+    "label_columns",
+    "load_manifest",
+    "load_vocab",
+    "num_classes",
+    "save_vocab",
+    "prepare_shards",
+    "dataset_stats",
+    "audio_logmel",
+    "audio_tensor",
+    "color_augment",
+    "fill_audio",
+    "fill_video",
+    "video_tensor",
+]
