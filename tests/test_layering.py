@@ -134,3 +134,16 @@ def test_every_module_is_in_a_layer_and_the_walk_sees_function_level_imports():
         _rank(name)
     # the walk is not blind: pretrain imports the k-NN monitor inside a function
     assert any(t == "avmae.evaluation.probe" for t, _ in _graph()["avmae.training.pretrain"])
+
+
+def test_each_subpackage_lists_its_public_names_and_they_resolve():
+    import importlib
+    for pkg in ("models", "data", "evaluation", "training", "interop"):
+        module = importlib.import_module(f"avmae.{pkg}")
+        names = getattr(module, "__all__", None)
+        assert names, f"avmae.{pkg} has no __all__"
+        missing = [n for n in names if not hasattr(module, n)]
+        assert not missing, f"avmae.{pkg}.__all__ names what it does not define: {missing}"
+        # a re-exported function must not hide a submodule of the same name (avmae.training.pretrain)
+        shadowed = [n for n in names if importlib.util.find_spec(f"avmae.{pkg}.{n}") is not None]
+        assert not shadowed, f"avmae.{pkg} re-exports {shadowed}, hiding the submodules of that name"
