@@ -86,7 +86,7 @@ def test_mid_epoch_resume_equals_an_uninterrupted_run(tiny_synth, tmp_path):
 
 
 def test_pretraining_masks_are_drawn_anew_every_step_per_clip_and_per_modality():
-    """The masking noise is keyed by (seed, step, clip, modality) (training.py): a clip gets fresh
+    """The masking noise is keyed by (seed, step, clip, modality) (training/loop.py): a clip gets fresh
     masks at every step (MAE, Sec. 3.1), the same ones in any batch (DDP, resume), and its audio
     and video masks are drawn independently."""
     from avmae.models import AVMAE

@@ -71,7 +71,7 @@ MUTATIONS = [
              "keys = [(seed, step, int(i)", "keys = [(seed, 0, int(i)"),
     Mutation("one-noise-stream-for-both-modalities", "training/pretrain.py",
              "int(i), MODALITY_SEED[m])", "int(i), 1)"),
-    # --- encoder input and encoders (model.py, encoders.py; Sec. 3.2, Fig. 2) ---------------------
+    # --- encoder input and encoders (models/avmae.py, encoders.py; Sec. 3.2, Fig. 2) ---------------------
     Mutation("encoder-input-without-position", "models/avmae.py",
              "v = v + self._pos(grids[m]", "v = v + 0 * self._pos(grids[m]"),
     Mutation("other-modality-embedding", "models/avmae.py",
@@ -85,7 +85,7 @@ MUTATIONS = [
     Mutation("separate-encoder-one-stream", "models/encoders.py",
              "return {m: self.streams[m](x) for m, x in tokens.items()}",
              "return {m: self.streams[list(self.streams)[0]](x) for m, x in tokens.items()}"),
-    # --- decoder input and decoders (model.py, objectives.py, decoders.py; Sec. 3.3-3.4) ---------
+    # --- decoder input and decoders (models/avmae.py, objectives.py, decoders.py; Sec. 3.3-3.4) ---------
     Mutation("decoder-embed-of-the-other-modality", "models/avmae.py",
              "projected = {m: self.decoder_embed[m](e)", "projected = {m: self.decoder_embed[OTHER[m] if OTHER[m] in self.decoder_embed else m](e)"),
     Mutation("joint-decoder-sequence-without-position", "models/avmae.py",
@@ -102,7 +102,7 @@ MUTATIONS = [
              "out = split_tokens(self.transformer(z), order)", "out = split_tokens(self.transformer(z), order[::-1])"),
     Mutation("heads-read-the-decoder-input", "models/decoders.py",
              "return {m: self.pred[m](z) for m, z in out.items()}", "return {m: self.pred[m](z) for m, z in seqs.items()}"),
-    # --- objectives (objectives.py, model.py; Eq. 1) -----------------------------------------------
+    # --- objectives (models/objectives.py, avmae.py; Eq. 1) -----------------------------------------------
     Mutation("loss-over-every-token", "models/objectives.py",
              "return (per_token * loss_mask).sum() / loss_mask.sum().clamp(min=1.0)", "return per_token.mean()"),
     Mutation("loss-on-the-visible-tokens", "models/avmae.py",

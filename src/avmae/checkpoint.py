@@ -4,7 +4,7 @@ state loadable with `torch.load(..., weights_only=True)`, written atomically, ve
 Layout of a run folder:
     RUN/config.json                          the resolved config
     RUN/metrics.jsonl                        the metrics log (JSON lines)
-    RUN/.lock                                held while a process writes the run (training.RunLock)
+    RUN/.lock                                held while a process writes the run (run_dir.RunLock)
     RUN/checkpoints/step_0000500/model.safetensors   weights; metadata {"config", "kind", "step"}
     RUN/checkpoints/step_0000500/train_state.pt      optimiser, step, epoch (best score when finetuning)
     RUN/checkpoints/step_0000500/COMPLETE    written last: {"files": {name: {"bytes", "sha256"}}}

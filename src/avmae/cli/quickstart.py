@@ -184,7 +184,7 @@ def evaluate_last(run: Path, test: Path) -> dict:
 
 # ---- the quickstart -------------------------------------------------------------------------
 
-# What a quickstart leaves in its folder: --overwrite replaces these (training.guard_run_dir).
+# What a quickstart leaves in its folder: --overwrite replaces these (run_dir.guard_run_dir).
 QUICKSTART_FILES = ("data", "shards", "runs", "figures", "results.json")
 
 

@@ -4,7 +4,7 @@ One flat loop: per optimiser step, `accum_steps` micro-batches are encoded with 
 loss of Eq. 1 is backpropagated, and AdamW (betas 0.9, 0.95) steps with lr = base_lr x
 global_batch / lr_batch (3e-4 at 512, Table 14) under a per-step warm-up + cosine schedule. Runs on
 one CPU, one GPU, or many processes under torchrun (DDP). Checkpoints are atomic and a resumed run continues exactly
-(see training.py for how every random stream is derived from the seed and the step).
+(see training/loop.py for how every random stream is derived from the seed and the step).
 """
 
 from __future__ import annotations
