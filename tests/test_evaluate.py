@@ -2,6 +2,7 @@
 clips counted, checkpoints found in a run folder, and a pretraining checkpoint refused."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ KEYS = {
     "labels": {"mAP", "AUC", "d_prime"},
     "verb,noun": {"verb_top1", "noun_top1", "action_top1", "verb_top5", "noun_top5"},
 }
-COUNTS = {"clips_evaluated", "clips_skipped", "views", "checkpoint", "data"}
+COUNTS = {"clips_evaluated", "clips_skipped", "views", "checkpoint", "checkpoint_choice", "data"}
 
 
 def absolute_rows(data):
@@ -53,13 +54,33 @@ def test_evaluate_prints_one_json_object_with_the_task_metrics(column, runs, tin
     result = json.loads(lines[0])
     assert set(result) == KEYS[column] | COUNTS
     assert (result["clips_evaluated"], result["clips_skipped"], result["views"]) == (8, 0, 2)
-    assert result["checkpoint"].endswith("best/model.safetensors")
+    # A run folder means its last checkpoint (step 2), not the one validation picked.
+    assert result["checkpoint"].endswith(f"step_{2:07d}/model.safetensors")
+    assert result["checkpoint_choice"] == "last"
+    assert f"evaluated {result['checkpoint']} (last checkpoint)" in captured.err
     for k in KEYS[column]:
         if k != "d_prime":
             assert 0.0 <= result[k] <= 1.0
     if column == "verb,noun":  # an action is right only when both verb and noun are
         assert result["action_top1"] <= min(result["verb_top1"], result["noun_top1"])
     assert "evaluate" in captured.err  # the progress bar is on stderr
+
+
+def test_best_is_evaluated_only_when_asked_and_records_its_validation_data(runs, tiny_synth, capsys):
+    run = runs["label"]
+    data = str(tiny_synth / "test.csv")
+    assert main(["evaluate", str(run), "--data", data, "--views", "1", "--checkpoint", "best"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    best = (run / "checkpoints" / "best").resolve()
+    assert result["checkpoint_choice"] == "best"
+    assert Path(result["checkpoint"]).resolve() == best / "model.safetensors"
+    assert "(best checkpoint)" in captured.err
+    # finetune records which data chose `best` (here the run's --val), with the metric.
+    recorded = json.loads((best / "val_metrics.json").read_text())
+    assert recorded["val_data"] == data and recorded["metric"] == "top1"
+    last = evaluate_checkpoint(run, data, views=1)
+    assert last["checkpoint_choice"] == "last"
 
 
 def test_views_are_averaged_per_clip(runs, tiny_synth):
@@ -95,7 +116,7 @@ def test_a_run_folder_a_checkpoint_folder_and_a_file_are_accepted(runs, tiny_syn
     best = (run / "checkpoints" / "best").resolve()
     step = json.loads((best / "val_metrics.json").read_text())["step"]
     data = tiny_synth / "test.csv"
-    a = evaluate_checkpoint(run, data, views=1)
+    a = evaluate_checkpoint(run, data, views=1, which="best")
     b = evaluate_checkpoint(run / "checkpoints" / f"step_{step:07d}", data, views=1)
     c = evaluate_checkpoint(best / "model.safetensors", data, views=1)
     assert a["top1"] == b["top1"] == c["top1"]

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from avmae.evaluation import evaluate_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CKPT",
-                        help="a finetune run folder (its best checkpoint, else its last), a "
+                        help="a finetune run folder (its last checkpoint; see --checkpoint), a "
                              "checkpoint folder or a model.safetensors file")
+    parser.add_argument("--checkpoint", dest="which", choices=["last", "best"], default="last",
+                        help="for a run folder: its last checkpoint (default) or `best`, the one "
+                             "with the best score on finetune's --val; evaluate `best` only on "
+                             "data other than what picked it")
     parser.add_argument("--data", required=True, help="a CSV manifest or a shards folder with the "
                         "label column the model was finetuned on")
     parser.add_argument("--views", type=int, default=None, metavar="N",
@@ -27,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.checkpoint, args.data, views=args.views, device=args.device,
-                                 batch_size=args.batch_size, num_workers=args.workers, progress=True)
+                                 batch_size=args.batch_size, num_workers=args.workers, progress=True,
+                                 which=args.which)
     if result is not None:  # rank 0 only under torchrun
+        print(f"evaluated {result['checkpoint']} ({result['checkpoint_choice']} checkpoint) on "
+              f"{result['data']}", file=sys.stderr)
         print(json.dumps(result))
     return 0

@@ -1,6 +1,6 @@
 """Data: decoding, log-mel front end, manifests, shards and loaders."""
 
-from avmae.data.annotations import DATASETS, SPLITS, write_manifests
+from avmae.data.annotations import DATASETS, SPLITS, VAL_FRACTION, hold_out, write_manifests
 from avmae.data.dataset import ClipDataset, build_dataset, build_loader, build_train_loader
 from avmae.data.decode import MediaError, read_clip
 from avmae.data.logmel import log_mel
@@ -28,6 +28,8 @@ from avmae.data.transforms import (
 
 __all__ = [
     "DATASETS",
+    "VAL_FRACTION",
+    "hold_out",
     "SPLITS",
     "write_manifests",
     "ClipDataset",

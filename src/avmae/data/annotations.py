@@ -10,6 +10,13 @@ writes, in OUT:
     train.csv, test.csv   manifests (path relative to OUT, label column(s), start, end, id); test is
                           the split the paper evaluates on (VGGSound test, AudioSet eval, EPIC-100
                           validation)
+    val.csv               a validation hold-out carved from the training annotations (not from test):
+                          VAL_FRACTION (5 %) of the located training clips, stratified (VGGSound by
+                          label, Epic Kitchens by verb, AudioSet by each clip's rarest label) and
+                          deterministic (chosen by a hash of the clip id); train.csv excludes them.
+                          `avmae finetune --val` takes it, so the `best` checkpoint is never chosen
+                          on the test split. Not written when the training split is too small to
+                          give one clip (fewer than about 10 clips at 5 %)
     vocab.json            the class vocabulary in the official order (VGGSound: the label strings
                           sorted; AudioSet: class_labels_indices.csv's index order; Epic Kitchens:
                           the class indices), for `avmae finetune --vocab`
@@ -45,6 +52,7 @@ with one line naming the file and line.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
 import re
@@ -56,6 +64,7 @@ from avmae.data.manifest import save_vocab
 
 DATASETS = ("vggsound", "audioset", "epic-kitchens")
 SPLITS = ("train", "test")
+VAL_FRACTION = 0.05              # share of the training clips held out as val.csv
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg")
 VGGSOUND_SECONDS = 10.0          # every VGGSound clip is 10 s from start_seconds
 AUDIOSET_HEADER = "# YTID, start_seconds, end_seconds, positive_labels"
@@ -386,16 +395,60 @@ def whole_files_are_segments(matches: list[tuple[Row, Path]]) -> bool:
     return bool(known) and too_short > len(known) / 2
 
 
+# ---- the validation hold-out -------------------------------------------------------------------
+
+def _stratum(row: Row, dataset: str, label_counts: dict[str, int]) -> str:
+    """The class a clip is stratified by: VGGSound its label, Epic Kitchens its verb (97 classes;
+    actions are too many and too sparse), AudioSet its rarest label among the training clips."""
+    if dataset == "audioset":
+        return min(row.labels["labels"].split(";"), key=lambda n: (label_counts[n], n))
+    return row.labels["verb" if dataset == "epic-kitchens" else "label"]
+
+
+def _hash(row: Row) -> str:
+    key = f"{row.id}|{row.start:g}|{row.end:g}|{row.extra.get('narration_id', '')}"
+    return hashlib.sha1(key.encode()).hexdigest()
+
+
+def hold_out(rows: list[Row], dataset: str, fraction: float = VAL_FRACTION) -> set[int]:
+    """Indices into `rows` (training clips) of a stratified, deterministic validation hold-out of
+    about `fraction` of them: the strata are visited in sorted order and each gives the floor of
+    its share plus the fractions carried over from the strata before it (so the total is
+    round-down of fraction x len(rows) and every stratum gives its share +- 1), never a stratum's
+    last clip; within a stratum the clips with the smallest hash of their id are taken. The same
+    annotations give the same hold-out on every machine."""
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"--val-fraction {fraction} must be in [0, 1)")
+    label_counts: dict[str, int] = {}
+    if dataset == "audioset":
+        for row in rows:
+            for name in row.labels["labels"].split(";"):
+                label_counts[name] = label_counts.get(name, 0) + 1
+    strata: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        strata.setdefault(_stratum(row, dataset, label_counts), []).append(i)
+    chosen, carry = set(), 0.0
+    for key in sorted(strata):
+        members = sorted(strata[key], key=lambda i: _hash(rows[i]))
+        want = len(members) * fraction + carry
+        k = min(int(math.floor(want + 1e-9)), len(members) - 1)
+        carry = want - k
+        chosen.update(members[:k])
+    return chosen
+
+
 # ---- writing -----------------------------------------------------------------------------------
 
 LABEL_COLUMNS = {"vggsound": ["label"], "audioset": ["labels"], "epic-kitchens": ["verb", "noun"]}
 
 
 def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
-                    pattern: str | None = None) -> dict:
-    """Read the annotation files, locate each clip's video and write OUT/{train,test}.csv,
-    vocab.json and missing.txt. Returns {split: {"clips", "found", "missing"}} and, under
-    "whole_as_segments", how many files named by the id alone were taken as the segments."""
+                    pattern: str | None = None, val_fraction: float = VAL_FRACTION) -> dict:
+    """Read the annotation files, locate each clip's video and write OUT/{train,val,test}.csv,
+    vocab.json and missing.txt (val.csv: `hold_out` of the located training clips, which
+    train.csv then excludes). Returns {split: {"clips", "found", "missing"}}, "val": the number of
+    training clips held out, and, under "whole_as_segments", how many files named by the id alone
+    were taken as the segments."""
     if dataset not in DATASETS:
         raise ConfigError(f"unknown dataset '{dataset}'; choose one of: {', '.join(DATASETS)}")
     if not videos.is_dir():
@@ -422,13 +475,16 @@ def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
         located.append((row, *found))
     whole = [(row, path) for row, path, is_whole in located if is_whole]
     segments = dataset != "epic-kitchens" and whole_files_are_segments(whole)
-    for row, path, is_whole in located:
+    train_at = [i for i, (row, _, _) in enumerate(located) if row.split == "train"]
+    held = {train_at[i] for i in hold_out([located[j][0] for j in train_at], dataset, val_fraction)}
+    written["val"] = []
+    for at, (row, path, is_whole) in enumerate(located):
         is_whole = is_whole and not segments
         start, end = (f"{row.start:g}", f"{row.end:g}") if is_whole else ("", "")
         row_id = row.extra.get("narration_id") or f"{row.id}_{row.start:g}"
         rel = (Path(base) / path.relative_to(videos)).as_posix()
-        written[row.split].append([rel, *(row.labels[c] for c in LABEL_COLUMNS[dataset]),
-                                   start, end, row_id])
+        written["val" if at in held else row.split].append(
+            [rel, *(row.labels[c] for c in LABEL_COLUMNS[dataset]), start, end, row_id])
     (out / "missing.txt").write_text("".join(line + "\n" for line in missing))
     for split in SPLITS:
         if counts[split]["clips"] and not counts[split]["found"]:
@@ -436,6 +492,10 @@ def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
                               f"{videos} ({len(index)} video files there; listed in "
                               f"{out / 'missing.txt'}): name them {{ytid}}_{{start:06d}}.mp4, "
                               "{ytid}_{start_ms}_{end_ms}.mp4 or {ytid}.mp4, or give --pattern")
+    stale = out / "val.csv"
+    if not written["val"] and stale.exists():
+        stale.unlink()  # an earlier run's val.csv would overlap this train.csv
+    for split in (*SPLITS, "val"):
         if not written[split]:
             continue
         tmp = out / f"{split}.csv.tmp"
@@ -445,7 +505,7 @@ def write_manifests(dataset: str, files: list[Path], videos: Path, out: Path,
             writer.writerows(written[split])
         os.replace(tmp, out / f"{split}.csv")
     save_vocab(vocab, out / "vocab.json")
-    return {**counts, "whole_as_segments": len(whole) if segments else 0}
+    return {**counts, "val": len(written["val"]), "whole_as_segments": len(whole) if segments else 0}
 
 
 def _relative(path: Path, out: Path) -> str:

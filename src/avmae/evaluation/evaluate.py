@@ -137,11 +137,13 @@ def checkpoint_metadata(path: str | Path) -> dict[str, str]:
         return f.metadata() or {}
 
 
-def load_finetuned(path: str | Path) -> tuple[Classifier, Config, dict, Path]:
-    """(classifier with its weights, config, {"label_column", "task", "classes", "vocab"}, file):
-    the run's best checkpoint if it has one, else its newest (`models.loading.best_or_last`)."""
+def load_finetuned(path: str | Path, checkpoint: str = "last") -> tuple[Classifier, Config, dict, Path]:
+    """(classifier with its weights, config, {"label_column", "task", "classes", "vocab"}, file)
+    of a run folder's newest checkpoint that verifies (checkpoint="last", the default: the result
+    of the recipe, chosen by nothing) or its best on validation (checkpoint="best", else its
+    newest: `models.loading.best_or_last`); a checkpoint folder or file is itself."""
     model, cfg, _, meta, file = load_model(
-        path, expect=FINETUNE_KIND,
+        path, expect=FINETUNE_KIND, prefer=checkpoint,
         refusal="'{path}' is an AV-MAE pretraining checkpoint, not a finetuned classifier: finetune it "
                 "first (`avmae finetune --init {path} --modality av --data TRAIN --val VAL --out RUN`), "
                 "then evaluate RUN")
@@ -157,16 +159,21 @@ def json_safe(value):
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, views: int | None = None,
                         device: str = "auto", batch_size: int | None = None,
-                        num_workers: int | None = None, progress: bool = False) -> dict | None:
+                        num_workers: int | None = None, progress: bool = False,
+                        which: str = "last") -> dict | None:
     """Evaluate a finetuned checkpoint on DATA; the JSON object `avmae evaluate` prints.
 
-    views: temporal views per clip (default the checkpoint's finetune.views). Returns the metrics
-    of the checkpoint's task plus clips_evaluated, clips_skipped, views, checkpoint and data; None
-    on ranks other than 0 under torchrun.
+    views: temporal views per clip (default the checkpoint's finetune.views). which: for a run
+    folder, "last" (its newest checkpoint, the default) or "best" (the one finetuning's
+    validation chose; only meaningful when DATA is not what it validated on). Returns the metrics
+    of the checkpoint's task plus clips_evaluated, clips_skipped, views, checkpoint (the weights
+    file used), checkpoint_choice and data; None on ranks other than 0 under torchrun.
     """
     if not Path(data).exists():
         raise ConfigError(f"--data '{data}' does not exist: give a CSV manifest or a shards folder")
-    model, cfg, labels, file = load_finetuned(checkpoint)
+    model, cfg, labels, file = load_finetuned(checkpoint, which)
+    is_run = Path(checkpoint).is_dir() and (Path(checkpoint) / "checkpoints").is_dir()
+    choice = which if is_run else "given"
     views = cfg.finetune.views if views is None else views
     if views < 1:
         raise ConfigError(f"--views {views}: give at least one view per clip")
@@ -189,4 +196,4 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, views: int 
     if not d.is_main:
         return None
     return {**{k: json_safe(v) for k, v in metrics.items()}, "views": views,
-            "checkpoint": str(file), "data": str(data)}
+            "checkpoint": str(file), "checkpoint_choice": choice, "data": str(data)}

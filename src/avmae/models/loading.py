@@ -94,16 +94,23 @@ def best_or_last(path: str | Path, purpose: str = "checkpoint") -> Path:
     return resolve_weights(path, purpose)
 
 
+CHECKPOINT_CHOICES = ("best", "last")
+
+
 def load_model(path: str | Path, purpose: str = "checkpoint", *, expect: str | None = None,
-               refusal: str | None = None) -> Loaded:
+               refusal: str | None = None, prefer: str = "best") -> Loaded:
     """(model, cfg, kind, metadata, file) of a run folder, checkpoint folder or weights file.
 
-    The file is `best_or_last(path, purpose)`, verified against its checkpoint's record. expect:
+    The file is `best_or_last(path, purpose)` (prefer="best") or the run's newest checkpoint that
+    verifies (prefer="last", `checkpoint.resolve_weights`); a checkpoint folder or file is itself
+    whatever `prefer` says. It is verified against its checkpoint's record. expect:
     the one kind accepted; another raises ConfigError(refusal.format(path=path, kind=kind)) before
     any model is built. The model is built by `build_model` (a classifier's head sizes from its
     label metadata) and the weights loaded strictly.
     """
-    file = best_or_last(path, purpose)
+    if prefer not in CHECKPOINT_CHOICES:
+        raise ConfigError(f"--checkpoint {prefer}: choose one of {', '.join(CHECKPOINT_CHOICES)}")
+    file = best_or_last(path, purpose) if prefer == "best" else resolve_weights(path, purpose)
     weights, cfg, kind, meta = read_weights(file)
     if expect is not None and kind != expect:
         raise ConfigError((refusal or "'{path}' is a {kind} checkpoint, not a {expect} one")

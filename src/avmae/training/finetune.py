@@ -23,7 +23,11 @@ mbt.py averages the heads' losses).
 The loop is pretrain.py's (training/loop.py, run by a `Finetuning` object's `train()`): DDP, accumulation, per-step seeds, atomic
 checkpoints, exact resume. Additionally, at every checkpoint the model is validated on VAL (one
 centre view per clip, to keep it cheap; `avmae evaluate` uses finetune.views views) and the
-checkpoint with the best primary metric (top1 / mAP / action_top1) is kept as RUN/checkpoints/best.
+checkpoint with the best primary metric (top1 / mAP / action_top1) is kept as RUN/checkpoints/best,
+with the validation data it was chosen on (`val_data` in its val_metrics.json and in every
+checkpoint's metadata). VAL must not be the test split: `avmae manifest` writes val.csv, a hold-out
+of the training annotations, for it; `avmae evaluate RUN` evaluates the last checkpoint unless told
+`--checkpoint best`.
 """
 
 from __future__ import annotations
@@ -246,7 +250,9 @@ class Finetuning:
         # Everything `avmae evaluate` needs to rebuild the classifier from a checkpoint alone.
         self.metadata = {"label_column": f.label_column, "task": task,
                          "num_classes": json.dumps(classes), "vocab": json.dumps(vocab),
-                         "init": stored["init"] if stored else self.init}
+                         "init": stored["init"] if stored else self.init,
+                         # the data `best` is chosen on (never evaluate `best` on it)
+                         "val_data": stored.get("val_data", str(self.val)) if stored else str(self.val)}
 
         if d.is_main:
             write_config(run_dir, cfg)
@@ -280,10 +286,12 @@ class Finetuning:
             with writing(run_dir / "loss_curve.png", run_dir):
                 path = loss_curve(run_dir)
             best = self.best
-            found = f"best val {metric} {best['value']:.4f} at step {best['step']} " \
-                    f"({run_dir / 'checkpoints' / BEST_NAME})" if best else "no validation score"
-            log.print(f"{found}; `avmae evaluate {run_dir} --data {self.val}` averages {f.views} "
-                      "views per clip" + (f"; loss curve: {path}" if path else ""))
+            found = f"best val {metric} {best['value']:.4f} on {best.get('data', self.val)} at step " \
+                    f"{best['step']} ({run_dir / 'checkpoints' / BEST_NAME})" if best else "no validation score"
+            log.print(f"{found}; `avmae evaluate {run_dir} --data TEST` evaluates the last "
+                      f"checkpoint (`--checkpoint best` the best on validation: on data other than "
+                      f"{self.val}), averaging {f.views} views per clip"
+                      + (f"; loss curve: {path}" if path else ""))
         runtime.barrier(d)  # every rank leaves the process group together (teardown races)
         return run_dir
 
@@ -331,12 +339,14 @@ class Finetuning:
         value = None if scores is None else scores[metric]
         improved = value is not None and math.isfinite(value) and (best is None or value > best["value"])
         if improved:
-            self.best = best = {"metric": metric, "value": float(value), "step": step}
+            self.best = best = {"metric": metric, "value": float(value), "step": step,
+                                "data": self.metadata["val_data"]}
         if d.is_main:
             path = save_training_checkpoint(run_dir, step, self.model, self.cfg, FINETUNE_KIND, self.optimizer,
                                             {"epoch": epoch, "best": best}, self.metadata)
             if improved:
-                save_best(run_dir, path, step, scores)
+                save_best(run_dir, path, step, {**scores, "metric": metric,
+                                                "val_data": self.metadata["val_data"]})
             self.log.print(f"step {step}: checkpoint {path}" + (" (best so far)" if improved else ""))
         runtime.barrier(d)
 
