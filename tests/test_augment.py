@@ -99,12 +99,12 @@ def test_time_shift_is_circular_and_preserves_content():
 def test_augment_spectrogram_follows_the_config():
     x = spectrogram()
     off = dataclasses.replace(FinetuneConfig(), specaugment=False, time_shift=False)
-    assert torch.equal(augment_spectrogram(x, off, gen(0)), x)
+    assert torch.equal(augment_spectrogram(x, off, gen(0), fill=0.0), x)
     shift_only = dataclasses.replace(off, time_shift=True)
-    y = augment_spectrogram(x, shift_only, gen(0))
+    y = augment_spectrogram(x, shift_only, gen(0), fill=0.0)
     assert torch.equal(y, time_shift(x, gen(0))[0]) and not (y == 0).any()
     on = FinetuneConfig()   # defaults: shift + 2 frequency and 4 time masks
-    assert (augment_spectrogram(x, on, gen(0)) == 0).any()
+    assert (augment_spectrogram(x, on, gen(0), fill=0.0) == 0).any()
 
 
 def test_mixup_modalities_one_pairing_a_lambda_and_targets_per_modality():

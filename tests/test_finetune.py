@@ -80,12 +80,12 @@ def test_finetune_from_avmae_writes_last_and_best(modality, pretrained, tiny_syn
     assert json.loads((best / "val_metrics.json").read_text())["step"] == best_step
     assert vals[-1]["val_clips_evaluated"] == 8 and vals[-1]["val_clips_skipped"] == 0
 
-    # Table 16's recipe replaced the pretraining one; mixup 1.25 for audio only (Tables 17-18).
+    # Table 16's recipe replaced the pretraining one; mixup 0.5 in every column (Table 16).
     cfg = json.loads((run / "config.json").read_text())
     train = cfg["train"]
     assert (train["optimizer"], train["base_lr"], train["clip_grad"]) == ("sgd", 0.8, 1.0)
     assert cfg["data"]["flip"] is True and cfg["finetune"]["modality"] == modality
-    assert cfg["finetune"]["mixup_alpha"] == (1.25 if modality == "audio" else 0.5)
+    assert cfg["finetune"]["mixup_alpha"] == 0.5 and cfg["finetune"]["time_shift"] is False
 
     sd = weights(last)
     streams = {k.split(".")[1] for k in sd if k.startswith("streams.")}
@@ -195,7 +195,8 @@ def test_finetune_defaults_replace_pretraining_and_set_wins():
     t = cfg.train
     assert (t.optimizer, t.base_lr, t.warmup_epochs, t.epochs) == ("sgd", 0.8, 2.5, 50)
     assert (cfg.train.steps, cfg.train.warmup_steps) == (0, -1)   # pretraining budgets do not carry over
-    assert cfg.data.num_frames == 8 and cfg.data.flip and cfg.finetune.mixup_alpha == 1.25
+    assert cfg.data.num_frames == 8 and cfg.data.flip and cfg.finetune.mixup_alpha == 0.5  # Table 16
+    assert finetune_config(base, "audio", recipe="audioset").finetune.mixup_alpha == 1.25  # Table 18
     assert finetune_config(base, "av").finetune.mixup_alpha == 0.5
     cfg = finetune_config(base, None, ["finetune.modality=audio", "finetune.mixup_alpha=0.1",
                                        "train.base_lr=1.6", "finetune.label_column=labels"])
@@ -316,3 +317,21 @@ def test_learning_rates_are_the_papers_at_its_batch_scaled_to_ours(pretrained, t
     assert "train.lr_batch 512" in capsys.readouterr().out
     rows = [r for r in map(json.loads, (pre / "metrics.jsonl").read_text().splitlines()) if "lr" in r]
     assert rows[0]["lr"] == pytest.approx(3e-4 * 4 / 512)
+
+
+def test_a_finetune_from_a_batch_64_pretraining_run_prints_its_own_global_batch_and_lr(
+        tiny_synth, tmp_path, capsys):
+    """Issue #21: the batch is the recipe's (here --set train.global_batch=16 on a 16-clip tiny
+    set), never the pretraining run's 64, and the global batch and peak lr are printed first."""
+    from avmae.checkpoint import save_checkpoint
+    from avmae.models import AVMAE
+    cfg = build_config("tiny-4l-cpu", TINY + ["train.batch_size=64"])
+    save_checkpoint(tmp_path / "pre", 1, AVMAE(cfg.model).state_dict(), cfg, "avmae_pretrain")
+    run = tmp_path / "ft"
+    assert main(finetune_args(tmp_path / "pre", tiny_synth, run, "audio", "train.global_batch=16",
+                              "train.steps=1", "data.num_workers=0")) == 0
+    out = capsys.readouterr().out
+    assert "global batch 16 = 8 x 2 accumulated x 1 cpu process(es) (train.global_batch 16)" in out
+    assert "peak lr 0.2 = train.base_lr 0.8 x global batch 16 / train.lr_batch 64" in out
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["batch_size"], train["accum_steps"], train["global_batch"]) == (8, 2, 16)

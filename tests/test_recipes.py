@@ -77,7 +77,9 @@ def test_info_shows_what_a_recipe_resolves_to(capsys):
     assert (fine["train.base_lr"], fine["train.lr_batch"]) == (1.6, 128)
     assert fine["finetune.label_column"] == "labels"
     assert fine["data.num_frames"] == 32 and fine["data.frame_stride"] == 2
-    assert fine["peak_lr"]["global_batch"] == 8 and fine["peak_lr"]["lr"] == pytest.approx(1.6 * 8 / 128)
+    # Table 18's batch, not the preset's train.batch_size: 128 = 8 per micro-batch x 16 accumulated.
+    assert fine["peak_lr"]["global_batch"] == 128 and fine["peak_lr"]["lr"] == pytest.approx(1.6)
+    assert (fine["train.batch_size"], fine["train.accum_steps"]) == (8, 16)
     assert info["pretrain"]["train.epochs"] == 80 and info["pretrain"]["train.lr_batch"] == 512
     assert main(["info", "--recipe", "epic-kitchens", "--preset", "tiny-4l-cpu",
                  "--set", "train.batch_size=2"]) == 0
@@ -100,3 +102,68 @@ def test_bad_recipe_use_exits_2_with_one_line(tiny_synth, tmp_path, capsys):
         main(["info", "--recipe", "kinetics"])
     assert exit_.value.code == 2
     assert main(["info"]) == 2 and "--recipe" in capsys.readouterr().err
+
+
+# ---- issue #21: defaults that are Table 16, every field listed, no inherited batch ------------
+
+TABLE_ROWS = ["data.num_frames", "data.audio_seconds", "train.optimizer", "train.momentum",
+              "finetune.layer_decay", "train.base_lr", "train.clip_grad", "train.warmup_epochs",
+              "train.epochs", "train.global_batch", "finetune.time_shift", "finetune.specaugment",
+              "finetune.mixup_alpha", "finetune.mixup_alpha_audio", "finetune.drop_path",
+              "finetune.label_smoothing"]
+
+
+@pytest.mark.parametrize("modality", ["audio", "video", "av"])
+def test_finetuning_without_a_recipe_is_table_16_exactly(modality):
+    """No --recipe = --recipe vggsound (Table 16 + the official VGGSound config), but the label column."""
+    default, table = ft(None, modality), ft("vggsound", modality)
+    for key in RECIPES["vggsound"]["finetune"]:
+        if key != "finetune.label_column":
+            section, name = key.split(".")
+            assert getattr(getattr(default, section), name) == getattr(getattr(table, section), name), key
+    f, d = default.finetune, default.data
+    assert f.time_shift is False                                          # no time-shift row
+    assert (f.freq_masks, f.freq_mask_width) == (1, 48)                   # official VGGSound
+    assert f.mixup_alpha == 0.5                                           # audio-only too: 0.5
+    assert (d.color_augment, d.color_drop, d.flip) == (0.8, 0.1, True)    # official configs
+    assert default.train.global_batch == 64
+
+
+def test_the_finetuning_batch_is_the_recipes_never_the_pretraining_runs():
+    from avmae.training import fit_global_batch
+    pre = build_config("base", ["train.batch_size=48"])                   # a pretraining run's batch
+    t = finetune_config(pre, "av").train
+    assert (t.global_batch, t.batch_size) == (64, 8)                      # Table 16, 8 per micro-batch
+    for world, expected in ((1, (8, 8)), (2, (8, 4)), (8, (8, 1)), (16, (4, 1))):
+        fitted = finetune_config(pre, "av").train
+        fit_global_batch(fitted, world)
+        assert (fitted.batch_size, fitted.accum_steps) == expected
+        assert fitted.batch_size * fitted.accum_steps * world == 64
+    capped = finetune_config(pre, "av", ["train.global_batch=64"]).train
+    capped.batch_size = 6                                                 # memory: at most 6 clips
+    fit_global_batch(capped, 1)
+    assert (capped.batch_size, capped.accum_steps) == (4, 16)             # 4 x 16 = 64
+    assert finetune_config(pre, "av", recipe="audioset").train.global_batch == 128
+    # --set train.batch_size is the user's batch, as given.
+    t = finetune_config(pre, "av", ["train.batch_size=4"]).train
+    assert (t.global_batch, t.batch_size, t.accum_steps) == (0, 4, 1)
+
+
+def test_info_acceptance_lr_and_input_with_a_set_batch(capsys):
+    assert main(["info", "--recipe", "vggsound", "--set", "train.batch_size=4"]) == 0
+    fine = json.loads(capsys.readouterr().out)["finetune"]
+    assert fine["peak_lr"]["lr"] == pytest.approx(0.05) and fine["peak_lr"]["global_batch"] == 4
+    assert (fine["data.num_frames"], fine["data.frame_stride"]) == (32, 2)
+    assert fine["train.global_batch"] == 0                   # the set batch, as given
+    assert main(["info", "--recipe", "vggsound", "--preset", "tiny-4l-cpu"]) == 0   # preset batch 16
+    fine = json.loads(capsys.readouterr().out)["finetune"]
+    assert fine["peak_lr"]["global_batch"] == 64 and fine["peak_lr"]["lr"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("recipe,seconds", [("vggsound", 8.0), ("audioset", 10.0), ("epic-kitchens", 8.0)])
+def test_info_lists_every_row_of_the_recipes_table(recipe, seconds, capsys):
+    assert main(["info", "--recipe", recipe]) == 0
+    fine = json.loads(capsys.readouterr().out)["finetune"]
+    assert not [k for k in TABLE_ROWS if k not in fine]
+    assert fine["table_audio_seconds"] == seconds
+    assert ("note" in fine) == (seconds != 8.0)   # the library default input is 8 s

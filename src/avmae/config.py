@@ -108,6 +108,13 @@ class DataConfig:
     def audio_frames(self) -> int:
         return int(round(self.audio_seconds * 100))  # 10 ms hop
 
+    @property
+    def audio_fill(self) -> float:
+        """The value of a missing soundtrack, of SpecAugment's masks and of padding: the dataset's
+        mean log-mel, i.e. 0 after normalisation and data.audio_mean (`avmae stats`, or the
+        preset's) where normalisation is off (the official presets: raw log-mels)."""
+        return 0.0 if self.normalize_audio else float(self.audio_mean)
+
 
 @dataclass
 class TrainConfig:
@@ -115,6 +122,10 @@ class TrainConfig:
 
     batch_size: int = 8                  # per step and per process, before accumulation
     accum_steps: int = 1                 # gradient accumulation (global batch = batch x accum x world)
+    global_batch: int = 0                # > 0: the global batch to reach (finetuning: the paper's 64 /
+                                         # 128); batch_size is then the most clips per process per
+                                         # micro-batch and accum_steps fills the rest (run time,
+                                         # training.loop.fit_global_batch)
     epochs: int = 400
     steps: int = 0                       # > 0: a step budget that overrides epochs
     optimizer: str = "adamw"             # adamw (pretraining) | sgd (finetuning)
@@ -392,6 +403,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.short_side={d.short_side} is smaller than data.crop_size={d.crop_size}")
     if cfg.train.batch_size < 1 or cfg.train.accum_steps < 1:
         raise ConfigError("train.batch_size and train.accum_steps must be >= 1")
+    if cfg.train.global_batch < 0:
+        raise ConfigError(f"train.global_batch={cfg.train.global_batch} must be >= 0 (0: the global "
+                          "batch is train.batch_size x train.accum_steps x processes)")
     if cfg.train.lr_batch < 1:
         raise ConfigError(f"train.lr_batch={cfg.train.lr_batch} must be >= 1: it is the global batch "
                           "train.base_lr is given for")

@@ -2,7 +2,9 @@
 
 `--recipe NAME` on `avmae pretrain` and `avmae finetune` applies one of these after the preset (and,
 for finetuning, after the finetuning defaults) and before `--set`. A recipe holds no model or input
-sizes: those are presets' (`avmae presets`), so any preset combines with any recipe. The values are
+sizes: those are presets' (`avmae presets`), so any preset combines with any recipe. Table 18's
+10 s of audio (Tables 16-17: 8 s) is therefore the preset's: `audioset-large` has it, other
+presets need `--set data.audio_seconds=10`. The values are
 the paper's (appendix B, Tables 14-18); where the paper is silent they are the official configs'
 (scenic/projects/av_mae/configs/{vggsound,audioset}/finetune.py). `avmae info --recipe NAME` prints
 what a recipe resolves to.
@@ -41,7 +43,7 @@ _FINETUNE = {
     "train.weight_decay": 0.0,
     "train.min_lr": 0.0,
     "train.warmup_epochs": 2.5,
-    "train.warmup_steps": -1,
+    "train.warmup_steps": -1,             # a pretraining run's step budgets do not carry over
     "train.epochs": 50,
     "train.steps": 0,
     "train.clip_grad": 1.0,
@@ -60,29 +62,40 @@ _FINETUNE = {
     "data.flip": True,
 }
 
+# Table 16 (VGGSound), every row, plus the official VGGSound finetune config where the paper is
+# silent (video augmentation above, SpecAugment's mask counts). These are also `avmae finetune`'s
+# defaults without --recipe (training/finetune.py), so finetuning is Table 16 exactly unless a
+# recipe or --set says otherwise; only the label column is left to the preset / checkpoint.
+TABLE_16 = {
+    **_FINETUNE,
+    "train.base_lr": 0.8, "train.lr_batch": 64,             # Table 16: lr 0.8, batch 64
+    "train.global_batch": 64,                                # Table 16: batch 64 (over all processes)
+    "finetune.mixup_alpha_audio": 0.5,                       # Table 16: 0.5 in all columns
+    # Table 16 has no random time shifting row (Tables 17-18 do); the official VGGSound config
+    # has none either.
+    "finetune.time_shift": False,
+    # SpecAugment (Table 16: A and AV) with the official VGGSound config's masks.
+    "finetune.freq_masks": 1, "finetune.freq_mask_width": 48,
+    "finetune.time_masks": 4, "finetune.time_mask_width": 48,
+}
+
 RECIPES: dict[str, dict[str, Any]] = {
     "vggsound": {
         "doc": "VGGSound (309 classes, top-1): pretraining 800 epochs (Table 7a), finetuning Table 16",
+        "audio_seconds": 8.0,                 # Table 16 (the preset's field: recipes hold no input)
         "pretrain": {**_PRETRAIN, "train.epochs": 800},
-        "finetune": {
-            **_FINETUNE,
-            "finetune.label_column": "label",
-            "train.base_lr": 0.8, "train.lr_batch": 64,            # Table 16
-            "finetune.mixup_alpha_audio": 0.5,                     # Table 16: 0.5 in all columns
-            # Table 16 has no time shifting; SpecAugment as the official VGGSound config.
-            "finetune.time_shift": False,
-            "finetune.freq_masks": 1, "finetune.freq_mask_width": 48,
-            "finetune.time_masks": 4, "finetune.time_mask_width": 48,
-        },
+        "finetune": {**TABLE_16, "finetune.label_column": "label"},
     },
     "audioset": {
         "doc": "AudioSet (527 classes, mAP): pretraining on AS2M 80 epochs (Sec. 4.3, Table 4), "
                "finetuning on AS500K, Table 18",
+        "audio_seconds": 10.0,                # Table 18 (the preset's: audioset-large has it)
         "pretrain": {**_PRETRAIN, "train.epochs": 80},
         "finetune": {
             **_FINETUNE,
             "finetune.label_column": "labels",
             "train.base_lr": 1.6, "train.lr_batch": 128,           # Table 18
+            "train.global_batch": 128,                             # Table 18
             "finetune.mixup_alpha_audio": 1.25,                    # Table 18, audio only
             "finetune.time_shift": True,                           # Table 18
             # SpecAugment as the official AudioSet config.
@@ -93,11 +106,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     "epic-kitchens": {
         "doc": "Epic Kitchens-100 (97 verbs, 300 nouns, action top-1): finetuning Table 17 of the "
                "VGGSound-pretrained model; the paper does not pretrain on it",
+        "audio_seconds": 8.0,                 # Table 17
         "pretrain": None,
         "finetune": {
             **_FINETUNE,
             "finetune.label_column": "verb,noun",                 # two heads, Sec. 4.1
             "train.base_lr": 1.2, "train.lr_batch": 64,            # Table 17
+            "train.global_batch": 64,                              # Table 17
             "finetune.mixup_alpha_audio": 1.25,                    # Table 17, audio only
             "finetune.time_shift": True,                           # Table 17
             # Table 17 only says SpecAugment "following [31, 52]": the AudioSet settings.

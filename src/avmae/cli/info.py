@@ -53,7 +53,7 @@ def describe_recipe(name: str, preset: str | None, overrides: list[str]) -> dict
     ViT-B at the paper's input) with `overrides`: every field the recipe sets, the batch, the input
     and the peak learning rate at that global batch (one process)."""
     from avmae.recipes import RECIPES, STAGES, recipe_overrides
-    from avmae.training import finetune_config, scaled_lr
+    from avmae.training import fit_global_batch, finetune_config, scaled_lr
     out = {"recipe": name, "doc": RECIPES[name]["doc"], "preset": preset}
     for stage in STAGES:
         if RECIPES[name][stage] is None:
@@ -63,16 +63,26 @@ def describe_recipe(name: str, preset: str | None, overrides: list[str]) -> dict
             cfg = build_config(preset, overrides, recipe=recipe_overrides(name, stage))
         else:  # as `finetune --init scratch --preset P`; a checkpoint's config takes the preset's place
             cfg = finetune_config(build_config(preset), None, overrides, name)
+        fit_global_batch(cfg.train, 1)
         keys = [*recipe_overrides(name, stage), "train.batch_size", "train.accum_steps",
-                "data.num_frames", "data.frame_stride", "data.audio_seconds"]
+                "train.global_batch", "data.num_frames", "data.frame_stride", "data.audio_seconds"]
+        keys = list(dict.fromkeys(keys))
         resolved = {k: getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in keys}
         if stage == "finetune":
             resolved["finetune.modality"] = cfg.finetune.modality
+            table = RECIPES[name]["audio_seconds"]
+            resolved["table_audio_seconds"] = table  # the paper's; data.audio_seconds is the preset's
+            if cfg.data.audio_seconds != table:
+                resolved["note"] = (f"the paper finetunes on {table:g} s of audio; this preset gives "
+                                    f"{cfg.data.audio_seconds:g} s: --set data.audio_seconds={table:g}")
         batch = cfg.train.batch_size * cfg.train.accum_steps
         resolved["peak_lr"] = {"global_batch": batch, "lr": scaled_lr(cfg.train.base_lr, batch,
                                                                      cfg.train.lr_batch),
                                "rule": "train.base_lr x global batch / train.lr_batch (Sec. B.1); "
-                                       "global batch = train.batch_size x train.accum_steps x processes"}
+                                       "global batch = train.global_batch if set (shared by the "
+                                       "processes, accumulation filling what train.batch_size per "
+                                       "process cannot), else train.batch_size x "
+                                       "train.accum_steps x processes; shown for one process"}
         out[stage] = resolved
     return out
 

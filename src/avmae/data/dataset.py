@@ -14,7 +14,7 @@ multi-hot, int64 (2,) verb and noun.
 
 Policy for broken media (DESIGN "Errors and bad input"): an unreadable clip is skipped: the
 dataset returns None, the collate drops it and the batch counts it in "num_skipped". A clip
-missing a modality the model uses is filled with zeros and flagged (data.missing_modality=fill)
+missing a modality the model uses is filled (video zeros, audio data.audio_fill) and flagged (data.missing_modality=fill)
 or skipped (=skip). Each such clip is also logged once per process as a warning.
 Files that change or vanish while a long run reads them fall under the same policy: every read
 happens when the clip is loaded (nothing is assumed from an earlier epoch), a vanished or

@@ -3,7 +3,7 @@
     video_tensor(frames uint8 (T, H, W, 3), cfg, train=, rng=) -> float (3, T, S, S) in [-1, 1]
     audio_logmel(waveform (N,), cfg)                          -> log-mel (frames, mel_bins)
     audio_tensor(logmel (frames, mel_bins), cfg)              -> float (1, audio_frames, mel_bins)
-    fill_video(cfg) / fill_audio(cfg)                         -> zeros of those shapes
+    fill_video(cfg) / fill_audio(cfg)                         -> zeros / the mean log-mel
 
 Video, training: a square crop whose side is crop_size / s source pixels, s uniform in
 [scale_jitter_min, scale_jitter_max] (the same as resizing the short side by s and cropping
@@ -201,5 +201,6 @@ def fill_video(cfg: DataConfig) -> torch.Tensor:
 
 
 def fill_audio(cfg: DataConfig) -> torch.Tensor:
-    """zeros (1, audio_frames, mel_bins): the dataset mean after normalisation."""
-    return torch.zeros(1, cfg.audio_frames, cfg.mel_bins)
+    """(1, audio_frames, mel_bins) of the dataset's mean log-mel (`cfg.audio_fill`): 0 after
+    normalisation, data.audio_mean where normalisation is off."""
+    return torch.full((1, cfg.audio_frames, cfg.mel_bins), cfg.audio_fill)

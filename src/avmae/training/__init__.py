@@ -16,7 +16,7 @@ from avmae.training.finetune import (
     finetune_config,
     per_modality_loss,
 )
-from avmae.training.loop import model_inputs, train_loop
+from avmae.training.loop import fit_global_batch, model_inputs, train_loop
 from avmae.training.optim import build_optimizer, param_groups_weight_decay, scaled_lr
 from avmae.training.pretrain import Pretraining, masking_noise
 
@@ -32,6 +32,7 @@ __all__ = [
     "classification_loss",
     "finetune_config",
     "per_modality_loss",
+    "fit_global_batch",
     "model_inputs",
     "train_loop",
     "build_optimizer",

@@ -114,11 +114,14 @@ def time_shift(spec: torch.Tensor, generator: torch.Generator) -> tuple[torch.Te
     return torch.gather(spec, 2, index), offsets
 
 
-def augment_spectrogram(spec: torch.Tensor, cfg: FinetuneConfig, generator: torch.Generator) -> torch.Tensor:
-    """The audio regularisers of B.2 as `cfg` enables them: circular time shift, then SpecAugment."""
+def augment_spectrogram(spec: torch.Tensor, cfg: FinetuneConfig, generator: torch.Generator,
+                        fill: float) -> torch.Tensor:
+    """The audio regularisers of B.2 as `cfg` enables them: circular time shift, then SpecAugment
+    masking with `fill`, the dataset's mean log-mel on the input's scale (DataConfig.audio_fill:
+    0 after normalisation, data.audio_mean without)."""
     if cfg.time_shift:
         spec, _ = time_shift(spec, generator)
     if cfg.specaugment:
         spec = spec_augment(spec, generator, cfg.freq_masks, cfg.freq_mask_width,
-                            cfg.time_masks, cfg.time_mask_width)
+                            cfg.time_masks, cfg.time_mask_width, value=fill)
     return spec

@@ -1,16 +1,25 @@
 """`avmae finetune`: AST / ViViT / MBT classifiers initialised from an AV-MAE (paper Sec. 4.1, B.2).
 
 The pretrained encoder initialises the classifier (init_from_pretrained.py; the decoder is dropped,
-Fig. 1); the recipe is Table 16's (VGGSound), which Tables 17-18 vary only in lr, mixup and batch
-(`--recipe vggsound|audioset|epic-kitchens` gives each dataset's own, recipes.py):
+Fig. 1); without --recipe the recipe is Table 16's (VGGSound), every row (recipes.TABLE_16):
 
-    SGD, momentum 0.9; lr 0.8 at a global batch of 64, scaled linearly to the batch used
-    (lr = base_lr x global_batch / lr_batch, Sec. B.1); layer-wise decay 0.75 (bottleneck tokens
-    undecayed, at the head's rate); 2.5 warm-up epochs, then cosine, per step; gradient clipping
-    1.0; 50 epochs; mixup 0.5 (1.25 audio-only, Tables 17-18) per modality, label smoothing 0.3,
-    stochastic depth 0.3; audio: circular time shift + SpecAugment; video: random crop, scale
-    jitter, horizontal flip; input 32 frames at stride 2 (Table 16) where the checkpoint has the
-    paper's pretraining input (16 at stride 4); any other input (CPU presets) is kept.
+    SGD, momentum 0.9; lr 0.8 at a global batch of 64, the global batch 64 (train.global_batch:
+    shared by the processes, micro-batches of at most train.batch_size = 8, accumulation filling
+    the rest; --set train.batch_size=B gives a global batch of B x accum x processes instead) and
+    the lr scaled linearly to the batch used (lr = base_lr x global_batch / lr_batch, Sec. B.1);
+    layer-wise decay 0.75 (bottleneck tokens undecayed, at the head's rate); 2.5 warm-up epochs,
+    then cosine, per step; gradient clipping 1.0; 50 epochs; mixup 0.5 per modality (audio-only
+    too), label smoothing 0.3, stochastic depth 0.3; audio: SpecAugment (official VGGSound masks:
+    1 x 48 frequency, 4 x 48 time), no time shift; video (official configs, the paper is silent):
+    random crop, scale jitter 0.9-1.33, horizontal flip, colour augmentation 0.8 / drop 0.1;
+    input 32 frames at stride 2 (Table 16) where the checkpoint has the paper's pretraining input
+    (16 at stride 4); any other input (CPU presets) is kept, audio length included.
+
+Tables 17 (Epic Kitchens) and 18 (AudioSet) differ from Table 16 in the lr (1.2 at 64, 1.6 at
+128), the batch (64, 128), audio-only mixup (1.25), random time shifting (on), SpecAugment (the
+official AudioSet masks, 2 x 36 frequency) and, Table 18, 10 s of audio (the preset's:
+`audioset-large`, or --set data.audio_seconds=10); `--recipe vggsound|audioset|epic-kitchens`
+gives each (recipes.py; `avmae info --recipe NAME` lists every field).
 
 MBT trains on each modality's logits: each modality gets its own loss against its own mixed targets
 and the losses are averaged (official mbt.py, `mixmod`); evaluation averages the logits.
@@ -62,7 +71,7 @@ from avmae.evaluation.evaluate import (
 from avmae.models.classifier import build_classifier, param_groups_lrd
 from avmae.models.loading import head_sizes
 from avmae.models.init_from_pretrained import init_classifier_from_avmae
-from avmae.recipes import recipe_overrides
+from avmae.recipes import TABLE_16, recipe_overrides
 from avmae.run_dir import RunLog, claim_run_dir, write_config
 from avmae.runtime import autocast, use_fast_math
 from avmae.training.augment import (
@@ -72,6 +81,7 @@ from avmae.training.augment import (
     smooth_labels,
 )
 from avmae.training.loop import (
+    fit_global_batch,
     load_resume,
     lr_summary,
     model_inputs,
@@ -82,21 +92,18 @@ from avmae.training.loop import (
 )
 from avmae.training.optim import build_optimizer, scaled_lr
 
-# Finetuning's recipe replaces the pretraining one the checkpoint carries (Table 16).
+# Finetuning's recipe replaces the pretraining one the checkpoint carries: Table 16 (VGGSound),
+# every row of it (recipes.TABLE_16, with the official VGGSound config where the paper is silent).
+# The batch is never the checkpoint's: Table 16's global batch of 64 (train.global_batch), shared
+# by the processes in micro-batches of at most 8 clips each (the memory cap, train.batch_size),
+# gradient accumulation filling the rest; `--set train.batch_size=B` instead makes the global
+# batch B x train.accum_steps x processes.
 FINETUNE_DEFAULTS = {
-    "train.optimizer": "sgd",
-    "train.momentum": 0.9,
-    "train.base_lr": 0.8,          # at a global batch of 64: VGGSound, Table 16 (recipes.py has
-    "train.lr_batch": 64,          # Epic Kitchens' 1.2 at 64 and AudioSet's 1.6 at 128)
-    "train.warmup_epochs": 2.5,
-    "train.warmup_steps": -1,      # a pretraining run's step budgets do not carry over
-    "train.steps": 0,
-    "train.epochs": 50,
-    "train.min_lr": 0.0,
-    "train.clip_grad": 1.0,
-    "train.weight_decay": 0.0,
-    "data.flip": True,
+    **TABLE_16,
+    "train.batch_size": 8,
+    "train.accum_steps": 1,
 }
+BATCH_KEYS = ("train.batch_size", "train.accum_steps")
 LOSS_KEYS = {"single": ["loss"], "multi": ["loss"], "verb_noun": ["loss", "loss_verb", "loss_noun"]}
 # The paper's pretraining input becomes its finetuning input (Table 16: 32 frames; official configs:
 # stride 2, the same 2.56 s at 25 fps). Other inputs (CPU presets, --set) are the user's and are kept.
@@ -105,9 +112,13 @@ PRETRAIN_INPUT = {"data.num_frames": 16, "data.frame_stride": 4}
 
 def finetune_config(base: Config, modality: str | None = None,
                     overrides: list[str] | None = None, recipe: str | None = None) -> Config:
-    """base (a pretraining checkpoint's config, or a preset) <- finetuning defaults (the paper's
-    pretraining input becomes its finetuning input) <- recipe <- modality <- overrides; for
-    audio-only, finetune.mixup_alpha_audio replaces mixup_alpha unless --set gives mixup_alpha."""
+    """base (a pretraining checkpoint's config, or a preset) <- finetuning defaults (Table 16,
+    FINETUNE_DEFAULTS; the paper's pretraining input becomes its finetuning input) <- recipe <-
+    modality <- overrides; for audio-only, finetune.mixup_alpha_audio replaces mixup_alpha unless
+    --set gives mixup_alpha. The batch is the recipe's global batch (train.global_batch, split
+    over the processes at run time by `fit_global_batch`) unless --set gives train.batch_size or
+    train.accum_steps (then global_batch is 0 and the batch is exactly what was set); it is never
+    the pretraining run's."""
     cfg = copy.deepcopy(base)
     for key, value in FINETUNE_DEFAULTS.items():
         set_value(cfg, key, value)
@@ -120,6 +131,8 @@ def finetune_config(base: Config, modality: str | None = None,
     if modality is not None:
         set_value(cfg, "finetune.modality", modality)
     cfg = build_config(None, overrides, base=cfg)
+    if any(k in keys for k in BATCH_KEYS) and "train.global_batch" not in keys:
+        cfg.train.global_batch = 0  # the user's batch: B x accum x processes, as given
     if modality is not None and cfg.finetune.modality != modality:
         raise ConfigError(f"--modality {modality} contradicts --set finetune.modality="
                           f"{cfg.finetune.modality}: give one of them")
@@ -232,6 +245,7 @@ class Finetuning:
         self.init_weights = None
         model.to(d.device)
         self.modalities = model.modalities
+        fit_global_batch(t, d.world_size)  # the recipe's global batch -> per-process batch x accum
         first = build_loader(train_set, data_cfg, train=True, batch_size=t.batch_size, rank=d.rank,
                              world_size=d.world_size, seed=t.seed, epoch=0)
         self.budget = budget = resolve_budget(t, first.batches_per_epoch, d.world_size)
@@ -263,8 +277,12 @@ class Finetuning:
             log.print(f"init from {self.init}: {report.summary()}")
         log.print(f"finetuning {f.modality} ({f.architecture}, {f.label_column}: "
                   f"{'+'.join(map(str, classes))} classes) on {len(train_set)} clips, validating on "
-                  f"{len(val_set)}; {budget.total_steps} steps of global batch {budget.global_batch} "
-                  f"on {d.world_size} x {d.device.type}; {lr_summary(t, budget.global_batch, peak_lr)}")
+                  f"{len(val_set)} ({self.val}); {budget.total_steps} steps of global batch "
+                  f"{budget.global_batch} = {t.batch_size} x {t.accum_steps} accumulated x "
+                  f"{d.world_size} {d.device.type} process(es)"
+                  + (f" (train.global_batch {t.global_batch})" if t.global_batch else
+                     " (train.batch_size as set)")
+                  + f"; {lr_summary(t, budget.global_batch, peak_lr)}")
         # One loader for the rest of the run (its workers live as long), from this step's batch on.
         self.batches = iter(build_train_loader(train_set, data_cfg, batch_size=t.batch_size, rank=d.rank,
                                                world_size=d.world_size, seed=t.seed,
@@ -302,7 +320,8 @@ class Finetuning:
         inputs = model_inputs(batch, self.modalities, d.device)
         targets = soft_targets(batch["label"].to(d.device, non_blocking=True), task, self.classes)
         if "audio" in inputs:
-            inputs["audio"] = augment_spectrogram(inputs["audio"], f, generator)
+            inputs["audio"] = augment_spectrogram(inputs["audio"], f, generator,
+                                                  fill=self.cfg.data.audio_fill)
         inputs, targets, _, _ = mixup_modalities(inputs, targets, f.mixup_alpha, generator)
         targets = {m: smooth(x, f.label_smoothing) for m, x in targets.items()}
         with autocast(t.amp, d.device):

@@ -57,6 +57,22 @@ class Budget:
     global_batch: int
 
 
+def fit_global_batch(train: TrainConfig, world_size: int) -> None:
+    """With train.global_batch > 0, set train.batch_size and train.accum_steps (in place) so that
+    batch x accum x world_size == global_batch: global_batch / world_size clips per process, in
+    micro-batches of the largest divisor of that not above train.batch_size (the memory cap),
+    accumulation filling the rest. A global batch the processes cannot share evenly is refused."""
+    if train.global_batch <= 0:
+        return
+    if train.global_batch % world_size:
+        raise ConfigError(f"train.global_batch={train.global_batch} is not divisible by the "
+                          f"{world_size} processes: use a global batch that is, or --set "
+                          "train.batch_size (per process) instead")
+    per_process = train.global_batch // world_size
+    micro = max(b for b in range(1, min(train.batch_size, per_process) + 1) if per_process % b == 0)
+    train.batch_size, train.accum_steps = micro, per_process // micro
+
+
 def resolve_budget(train: TrainConfig, batches_per_epoch: int, world_size: int) -> Budget:
     steps_per_epoch = batches_per_epoch // train.accum_steps
     if steps_per_epoch < 1:
