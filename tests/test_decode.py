@@ -200,8 +200,8 @@ def test_eval_video_tensor_is_the_centre_crop_in_unit_range():
 
 
 def test_train_video_tensor_jitters_crops_and_flips_from_the_rng():
-    cfg = DataConfig(num_frames=2, short_side=32, crop_size=16, scale_jitter_min=0.5,
-                     scale_jitter_max=1.5, flip=True)
+    cfg = DataConfig(num_frames=2, short_side=32, crop_size=16, scale_jitter=True,
+                     scale_jitter_min=0.5, scale_jitter_max=1.5, flip=True)
     frames = np.broadcast_to(np.arange(48, dtype=np.uint8)[None, None, :, None] * 5,
                              (2, 32, 48, 3)).copy()        # brightness grows left to right
     outs = [video_tensor(frames, cfg, train=True, rng=np.random.default_rng(s)) for s in range(8)]

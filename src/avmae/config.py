@@ -87,9 +87,13 @@ class DataConfig:
     frame_stride: int = 4                # in frames of the source's own rate
     short_side: int = 256                # resize the short side, then crop
     crop_size: int = 224
-    scale_jitter_min: float = 0.9        # random-resized short side in training (finetune Table 18)
-    scale_jitter_max: float = 1.33
-    flip: bool = False                   # horizontal flips in training (finetuning)
+    scale_jitter: bool = False           # training crops from a randomly rescaled frame: finetuning
+                                         # only (official configs); pretraining has no augmentation
+                                         # (Table 14) but a random crop_size crop and the flip
+    scale_jitter_min: float = 0.9        # the rescaling range with scale_jitter (official finetuning
+    scale_jitter_max: float = 1.33       # configs: 0.9-1.33)
+    flip: bool = True                    # horizontal flips in training (official pretraining and
+                                         # finetuning configs)
     color_augment: float = 0.0           # probability of colour jitter per training clip (official
     color_drop: float = 0.0              # finetuning configs: 0.8) and of greyscale (0.1)
     sample_rate: int = 16000             # mono 16 kHz (Sec. 4.1)

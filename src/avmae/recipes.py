@@ -34,6 +34,11 @@ _PRETRAIN = {
     "train.warmup_epochs": 40.0,
     "train.warmup_steps": -1,
     "train.clip_grad": 0.0,
+    # Table 14: no augmentation; a random crop at the model's size and the official flip only.
+    "data.scale_jitter": False,
+    "data.flip": True,
+    "data.color_augment": 0.0,
+    "data.color_drop": 0.0,
 }
 
 # Tables 16-18, the rows they share.
@@ -55,6 +60,7 @@ _FINETUNE = {
     "finetune.views": 4,                  # Sec. B.2: 4 views averaged at evaluation
     # Video, official finetuning configs (the paper does not list video augmentation): scale jitter
     # 0.9-1.33, colour augmentation with probability 0.8 and colour drop 0.1, random flips.
+    "data.scale_jitter": True,
     "data.scale_jitter_min": 0.9,
     "data.scale_jitter_max": 1.33,
     "data.color_augment": 0.8,

@@ -63,6 +63,10 @@ ROW_TITLES = {"random_init": "Random init", "avmae": "AV-MAE"}
 PRETRAIN_RECIPE = [
     "train.base_lr=0.024",               # lr 1.5e-3 at batch 16: the small-scale rates here are
     "train.lr_batch=256",                # given per 256 clips (not the paper's batches)
+    # What pretraining's video augmentation was before it became Table 14's (issue #21): kept, so
+    # the quickstart's table does not silently change.
+    "data.scale_jitter=true",            # the preset's 1.0-1.15 jitter
+    "data.flip=false",
     "data.num_workers=0",
 ]
 FINETUNE_RECIPE = [

@@ -5,10 +5,12 @@
     audio_tensor(logmel (frames, mel_bins), cfg)              -> float (1, audio_frames, mel_bins)
     fill_video(cfg) / fill_audio(cfg)                         -> zeros / the mean log-mel
 
-Video, training: a square crop whose side is crop_size / s source pixels, s uniform in
-[scale_jitter_min, scale_jitter_max] (the same as resizing the short side by s and cropping
-crop_size), at a random position, resized to crop_size, then a horizontal flip with probability
-1/2 if cfg.flip (finetuning, Table 18), then colour augmentation if cfg.color_augment /
+Video, training: with cfg.scale_jitter (finetuning) a square crop whose side is crop_size / s
+source pixels, s uniform in [scale_jitter_min, scale_jitter_max] (the same as resizing the short
+side by s and cropping crop_size), resized to crop_size; without it (pretraining: Table 14's "no
+augmentation") a crop_size square of the frame as resized to short_side; either at a random
+position, then a horizontal flip with probability 1/2 if cfg.flip (the official configs, both
+stages), then colour augmentation if cfg.color_augment /
 cfg.color_drop (the official finetuning configs: 0.8 / 0.1). Evaluation: the centre crop_size
 square. RGB is scaled to [-1, 1] (paper Sec. 4.1). All randomness comes from the `rng` given (the
 dataset derives it from seed, epoch and clip index), so results do not depend on worker count.
@@ -40,7 +42,7 @@ def video_tensor(frames: np.ndarray, cfg: DataConfig, *, train: bool,
     if train:
         rng = rng if rng is not None else np.random.default_rng()
         side = jittered_side(min(H, W), cfg.crop_size, cfg.scale_jitter_min,
-                             cfg.scale_jitter_max, rng)
+                             cfg.scale_jitter_max, rng) if cfg.scale_jitter else min(cfg.crop_size, H, W)
         top, left = random_box(H, W, side, rng)
     else:
         side = min(cfg.crop_size, H, W)
