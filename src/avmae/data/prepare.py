@@ -1,20 +1,14 @@
 """`avmae prepare MANIFEST --out SHARDS`: decode every clip once into tar shards for fast loading.
 
 Decoding an mp4 on the fly costs far more than training needs (the peers' GPUs idle behind
-their decoders). Prepare decodes each clip once, at the centre window (or V evenly spaced
-windows with --views V, for evaluation and for temporal jitter in training), and stores:
-
-    {key}.frames   uint8 (T, H, W, 3) raw RGB at data.short_side     (per view: {key}.{v}.frames)
-    {key}.logmel   float16 (frames, mel_bins) log-mel, unnormalised   (per view: {key}.{v}.logmel)
-    {key}.json     labels, shapes, problems of the clip
-
-in standard tar files (WebDataset layout: the key is the manifest row, zero padded). Beside each
-`shard-NNNNNN.tar` a small `shard-NNNNNN.idx` (JSON) lists each clip's member offsets, shapes and
-labels, so any rank or worker reads any clip by seeking to it: no central index, no scanning.
-`meta.json` records the DataConfig fields that shape the payload (loading refuses a config that
-differs), the label columns and the counts of clips written, skipped and filled, with reasons.
-The log-mel is stored unnormalised: normalisation (data.audio_mean / audio_std) is applied at
-load time, so the same shards serve any statistics.
+their decoders). Prepare decodes each whole clip once and stores it in shards format 2 (the
+layout, and how a window is chosen when a clip is read: avmae.data.shards): every `every`-th
+source frame (default 2: the strides 4 and 2 of the presets and recipes need no others) as JPEG
+at data.short_side, and the log-mel of the whole clip as float16, unnormalised (normalisation,
+data.audio_mean / audio_std, is applied at load time, so the same shards serve any statistics).
+The input length (data.num_frames, frame_stride) is not fixed by the shards: one folder serves
+pretraining (16 frames at stride 4), finetuning (32 at stride 2) and evaluation with any --views.
+Output is the same bytes for any number of workers (clips are written in manifest order).
 """
 
 from __future__ import annotations
@@ -31,12 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from avmae.config import ConfigError, DataConfig
-from avmae.data.dataset import (PAYLOAD_FIELDS, SHARDS_FORMAT, SHARDS_VERSION, check_paths_exist,
-                      media_reason)
-from avmae.data.decode import MediaError, read_clip
+from avmae.data.dataset import check_paths_exist, media_reason
+from avmae.data.decode import MediaError, read_whole_clip
+from avmae.data.shards import (DEFAULT_EVERY, DEFAULT_JPEG_QUALITY, PAYLOAD_FIELDS, SHARDS_FORMAT,
+                               SHARDS_VERSION, encode_jpeg)
 from avmae.data.transforms import audio_logmel
 from avmae.data.manifest import Clip, build_vocab, load_manifest
 
@@ -45,31 +41,27 @@ log = logging.getLogger(__name__)
 
 # ---- decoding (runs in worker processes) -----------------------------------------------------
 
-def decode_clip(clip: Clip, data: DataConfig, views: int) -> dict:
-    """Decode the `views` evaluation windows of one clip.
+def decode_clip(clip: Clip, data: DataConfig, every: int, quality: int) -> dict:
+    """Decode one whole clip.
 
-    -> {"views": [(frames uint8 (T,H,W,3) | None, logmel float16 (F, mel) | None)], "problems"}
-    or {"error": reason} for an unreadable clip.
+    -> {"frames": [JPEG bytes] | None, "fps", "first", "logmel": float16 (F, mel) | None,
+    "audio_start", "duration", "problems"}, or {"error": reason} for an unreadable clip.
     """
     try:
-        out, problems = [], []
-        for v in range(views):
-            raw = read_clip(clip.path, data, rng=None, view=v, num_views=views,
-                            start=clip.start, end=clip.end)
-            logmel = None
-            if raw.waveform is not None:
-                logmel = audio_logmel(raw.waveform, data).numpy().astype(np.float16)
-            frames = None if raw.frames is None else np.ascontiguousarray(raw.frames, np.uint8)
-            out.append((frames, logmel))
-            problems += [p for p in raw.problems if p not in problems]
-        return {"views": out, "problems": problems}
+        whole = read_whole_clip(clip.path, data, every=every, start=clip.start, end=clip.end,
+                                encode=lambda rgb: encode_jpeg(rgb, quality))
     except (MediaError, OSError) as err:
         return {"error": media_reason(err, clip.path)}
+    logmel = None
+    if whole.waveform is not None:
+        logmel = audio_logmel(whole.waveform, data).numpy().astype(np.float16)
+    return {"frames": whole.frames, "fps": whole.fps, "first": whole.first_frame,
+            "logmel": logmel, "audio_start": whole.audio_start, "duration": whole.duration,
+            "problems": whole.problems}
 
 
 def _decode_task(task):
-    clip, data, views = task
-    return decode_clip(clip, data, views)
+    return decode_clip(*task)
 
 
 def _init_worker():
@@ -99,32 +91,36 @@ class ShardWriter:
         return [offset, len(data)]
 
     def add_clip(self, key: str, row: int, clip: Clip, root: Path, decoded: dict) -> dict:
-        views = []
-        for v, (frames, logmel) in enumerate(decoded["views"]):
-            prefix = key if len(decoded["views"]) == 1 else f"{key}.{v}"
-            stored = {"frames": None, "logmel": None}
-            if frames is not None:
-                stored["frames"] = self.add_member(f"{prefix}.frames", frames.tobytes()) + [list(frames.shape)]
-            if logmel is not None:
-                stored["logmel"] = self.add_member(f"{prefix}.logmel", logmel.tobytes()) + [list(logmel.shape)]
-            views.append(stored)
+        """The clip's .mjpeg, .logmel and .json members; -> its index entry."""
+        video = audio = None
+        if decoded["frames"] is not None:
+            video = self._add_frames(key, decoded)
+        if decoded["logmel"] is not None:
+            logmel = decoded["logmel"]
+            offset, size = self.add_member(f"{key}.logmel", logmel.tobytes())
+            audio = {"offset": offset, "size": size, "frames": int(logmel.shape[0]),
+                     "start": decoded["audio_start"]}
         try:
             rel = str(clip.path.relative_to(root))
         except ValueError:
             rel = str(clip.path)
         targets = {k: list(v) if isinstance(v, tuple) else v for k, v in clip.targets.items()}
         entry = {"key": key, "row": row, "path": rel, "line": clip.line, "start": clip.start,
-                 "end": clip.end, "targets": targets, "problems": decoded["problems"]}
-        # The json member describes the clip for any tar reader (dtypes, shapes per view).
-        described = dict(entry, views=[{m: None if s is None else {"shape": s[2], "dtype": dt}
-                                        for (m, dt), s in zip((("frames", "uint8"),
-                                                               ("logmel", "float16")),
-                                                              (st["frames"], st["logmel"]))}
-                                       for st in views])
-        self.add_member(f"{key}.json", json.dumps(described).encode())
-        entry["views"] = views
+                 "end": clip.end, "targets": targets, "problems": decoded["problems"],
+                 "duration": decoded["duration"], "video": video, "audio": audio}
+        self.add_member(f"{key}.json", json.dumps(entry).encode())  # for any tar reader
         self.clips.append(entry)
         return entry
+
+    def _add_frames(self, key: str, decoded: dict) -> dict:
+        """JPEG frames back to back in one member; frame j is bytes
+        [frame_offsets[j], frame_offsets[j + 1]) of it."""
+        frames = decoded["frames"]
+        offset, size = self.add_member(f"{key}.mjpeg", b"".join(frames))
+        height, width = decode_size(frames[0])
+        return {"offset": offset, "size": size, "fps": decoded["fps"], "first": decoded["first"],
+                "height": height, "width": width,
+                "frame_offsets": np.cumsum([0] + [len(f) for f in frames]).tolist()}
 
     def close(self) -> dict:
         self.tar.close()
@@ -133,6 +129,12 @@ class ShardWriter:
         os.replace(self.tmp, self.folder / self.tar_name)
         _write_json(self.folder / self.index_name, {"tar": self.tar_name, "clips": self.clips})
         return {"tar": self.tar_name, "index": self.index_name, "clips": len(self.clips)}
+
+
+def decode_size(jpeg: bytes) -> tuple[int, int]:
+    """(height, width) of a JPEG, from its header."""
+    with Image.open(io.BytesIO(jpeg)) as img:
+        return img.height, img.width
 
 
 def _write_json(path: Path, obj) -> None:
@@ -150,11 +152,15 @@ def _clear(out: Path, overwrite: bool) -> None:
 
 
 def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int = 256,
-                   workers: int = 1, views: int = 1, overwrite: bool = False,
+                   workers: int = 1, every: int = DEFAULT_EVERY,
+                   jpeg_quality: int = DEFAULT_JPEG_QUALITY, overwrite: bool = False,
                    progress: bool = True) -> dict:
-    """Decode every clip of a manifest once and write shards + meta.json; -> the meta dict."""
-    if clips_per_shard < 1 or views < 1 or workers < 1:
-        raise ConfigError("--clips-per-shard, --views and --workers must be >= 1")
+    """Decode every clip of a manifest once and write shards + meta.json; -> the meta dict.
+    every: keep every `every`-th source frame; jpeg_quality: 1-100 (Pillow's scale)."""
+    if clips_per_shard < 1 or every < 1 or workers < 1:
+        raise ConfigError("--clips-per-shard, --keep-every and --workers must be >= 1")
+    if not 1 <= jpeg_quality <= 100:
+        raise ConfigError(f"--jpeg-quality {jpeg_quality} must be in 1..100")
     manifest = load_manifest(manifest_path)
     check_paths_exist(manifest)
     out = Path(out)
@@ -163,7 +169,7 @@ def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int
     out.mkdir(parents=True, exist_ok=True)
     _clear(out, overwrite)
 
-    tasks = ((clip, data, views) for clip in manifest.clips)
+    tasks = ((clip, data, every, jpeg_quality) for clip in manifest.clips)
     pool = None
     if workers > 1:
         # fork where available, as torch's DataLoader does (no re-import of torch per worker)
@@ -191,9 +197,8 @@ def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int
             writer.add_clip(f"{row:08d}", row, clip, manifest.root, decoded)
             written += 1
             problems.update(decoded["problems"])
-            frames, logmel = decoded["views"][0]
-            filled["video"] += frames is None
-            filled["audio"] += logmel is None
+            filled["video"] += decoded["frames"] is None
+            filled["audio"] += decoded["logmel"] is None
             if len(writer.clips) == clips_per_shard:
                 shards.append(writer.close())
                 writer = None
@@ -212,7 +217,9 @@ def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int
     meta = {
         "format": SHARDS_FORMAT, "version": SHARDS_VERSION,
         "data": {name: getattr(data, name) for name in PAYLOAD_FIELDS},
-        "views": views,
+        "every": every,
+        "jpeg_quality": jpeg_quality,
+        "audio_seconds": data.audio_seconds,
         "source": str(Path(manifest_path).resolve()),
         "label_columns": manifest.label_columns,
         "vocab": {c: build_vocab(manifest, c) for c in manifest.label_columns
