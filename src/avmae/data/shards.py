@@ -70,7 +70,7 @@ def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 def decode_jpeg(data) -> np.ndarray:
     """JPEG bytes -> uint8 (H, W, 3)."""
     with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
 
 
 # ---- the window, chosen at read time ----------------------------------------------------------
@@ -188,10 +188,14 @@ class ShardSource:
         base = int(offsets[lo])
         buf = self._read(int(self.shard_of[i]), int(self.video_at[i]) + base,
                          int(offsets[hi + 1]) - base)
+        out = None
         try:  # a shard rewritten under the run: PIL raises OSError (or a wrong-size frame)
-            decoded = {j: decode_jpeg(buf[offsets[j] - base: offsets[j + 1] - base])
-                       for j in np.unique(indices).tolist()}
-            return np.stack([decoded[j] for j in indices.tolist()])
+            for j in np.unique(indices).tolist():
+                frame = decode_jpeg(buf[offsets[j] - base: offsets[j + 1] - base])
+                if out is None:
+                    out = np.empty((len(indices), *frame.shape), np.uint8)
+                out[indices == j] = frame            # the frame at each position it fills
+            return out
         except (OSError, ValueError, SyntaxError) as err:
             raise MediaError(f"damaged frame in {self.shards[self.shard_of[i]]}: {err}") from None
 
