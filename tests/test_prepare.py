@@ -174,3 +174,69 @@ def test_cli_prepare_with_workers_and_refusal_to_overwrite(media, tmp_path, caps
     assert main(args) == 2
     assert "already holds shards" in capsys.readouterr().err
     assert main(["prepare", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_resume_after_a_kill_keeps_finished_shards_and_gives_the_same_bytes(media, tmp_path,
+                                                                          monkeypatch):
+    import avmae.data.prepare as prep
+    cfg = tiny_cfg()
+    whole = prepare_shards(media / "mixed.csv", tmp_path / "whole", cfg.data, clips_per_shard=2,
+                           progress=False)
+    decode, calls = prep.decode_clip, []
+
+    def killed_at_row_4(clip, *args):
+        calls.append(clip.path.name)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # the process dies while shard 1 is being written
+        return decode(clip, *args)
+    monkeypatch.setattr(prep, "decode_clip", killed_at_row_4)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_shards(media / "mixed.csv", tmp_path / "cut", cfg.data, clips_per_shard=2,
+                       progress=False)
+    assert not (tmp_path / "cut" / "meta.json").exists()
+    with pytest.raises(ConfigError, match="data.short_side"):
+        prepare_shards(media / "mixed.csv", tmp_path / "cut", tiny_cfg("data.short_side=40").data,
+                       clips_per_shard=2, resume=True, progress=False)
+    calls.clear()
+    monkeypatch.setattr(prep, "decode_clip", lambda clip, *a: calls.append(clip.path.name)
+                        or decode(clip, *a))
+    meta = prepare_shards(media / "mixed.csv", tmp_path / "cut", cfg.data, clips_per_shard=2,
+                          resume=True, progress=False)
+    # shard 0 (rows 0 and 1) is kept; rows 2-4 (a skipped clip, shard 1's) are decoded again
+    assert calls == ["garbage.mp4", "video_only.mp4", "audio_only.mp4"]
+    assert {k: v for k, v in meta.items() if k != "source"} == \
+        {k: v for k, v in whole.items() if k != "source"}
+    for shard in whole["shards"]:
+        for name in (shard["tar"], shard["index"]):
+            assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "whole").iterdir())
+
+
+def test_workers_never_run_more_than_a_few_clips_ahead():
+    from avmae.data.prepare import _ordered
+
+    class Pool:  # runs tasks at once and records how many results wait for the writer
+        def __init__(self):
+            self.waiting, self.most = 0, 0
+
+        def apply_async(self, fn, args):
+            self.waiting += 1
+            self.most = max(self.most, self.waiting)
+            pool = self
+
+            class Result:
+                def get(self):
+                    pool.waiting -= 1
+                    return fn(*args)
+            return Result()
+    pool = Pool()
+    assert list(_ordered(pool, lambda x: x * 2, iter(range(1000)), ahead=4)) == \
+        [2 * x for x in range(1000)]
+    assert pool.most == 4
+
+
+def test_progress_bar_counts_skips_by_reason(media, tmp_path, capsys):
+    prepare_shards(media / "mixed.csv", tmp_path, tiny_cfg().data, progress=True)
+    err = capsys.readouterr().err
+    assert "clip/s" in err and "skipped: " in err

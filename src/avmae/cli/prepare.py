@@ -27,13 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config field (data.* fields shape the shards)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace shards already in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="carry on an interrupted prepare: its finished shards are kept")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args.preset, args.set)
     meta = prepare_shards(args.manifest, args.out, cfg.data, clips_per_shard=args.clips_per_shard,
                           workers=args.workers, every=args.keep_every,
-                          jpeg_quality=args.jpeg_quality, overwrite=args.overwrite)
+                          jpeg_quality=args.jpeg_quality, overwrite=args.overwrite,
+                          resume=args.resume)
     print(summary_line(meta, args.out))
     return 0
 

@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import sys
 import tarfile
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
@@ -122,13 +122,17 @@ class ShardWriter:
                 "height": height, "width": width,
                 "frame_offsets": np.cumsum([0] + [len(f) for f in frames]).tolist()}
 
-    def close(self) -> dict:
+    def close(self, skipped: list[dict]) -> dict:
+        """Finish the tar, then write the index (last: a shard with an index is complete).
+        skipped: the clips skipped since the previous shard. -> the index."""
         self.tar.close()
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.folder / self.tar_name)
-        _write_json(self.folder / self.index_name, {"tar": self.tar_name, "clips": self.clips})
-        return {"tar": self.tar_name, "index": self.index_name, "clips": len(self.clips)}
+        index = {"tar": self.tar_name, "clips": self.clips, "skipped": skipped,
+                 "last_row": self.clips[-1]["row"]}
+        _write_json(self.folder / self.index_name, index)
+        return index
 
 
 def decode_size(jpeg: bytes) -> tuple[int, int]:
@@ -144,19 +148,82 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _clear(out: Path, overwrite: bool) -> None:
-    old = [p for p in out.iterdir() if p.name == "meta.json" or p.name.startswith("shard-")]
+    old = [p for p in out.iterdir() if p.name in ("meta.json", SETTINGS)
+           or p.name.startswith("shard-")]
     if old and not overwrite:
-        raise ConfigError(f"{out} already holds shards; choose another --out or pass --overwrite")
+        raise ConfigError(f"{out} already holds shards; choose another --out, pass --overwrite, "
+                          "or --resume an interrupted prepare")
     for p in old:
         p.unlink()
+
+
+SETTINGS = "prepare.json"   # what an unfinished prepare was asked to do (for --resume)
+
+
+def _finished_shards(out: Path, settings: dict) -> list[dict]:
+    """The shards an interrupted prepare finished (their index written last), in order; the
+    rest (a tar without its index, temporary files) is removed. Refuses other settings."""
+    path = out / SETTINGS
+    if not path.is_file():
+        raise ConfigError(f"{out} holds no interrupted prepare to resume; run without --resume")
+    key = _first_difference(json.loads(path.read_text()), settings)
+    if key:
+        raise ConfigError(f"{out} was being prepared with {key}; resume with the same settings, "
+                          "or pass --overwrite")
+    done = []
+    while (out / f"shard-{len(done):06d}.idx").is_file():
+        done.append(json.loads((out / f"shard-{len(done):06d}.idx").read_text()))
+    for p in out.iterdir():
+        if p.name.startswith("shard-") and not any(p.name in (d["tar"], d["tar"][:-3] + "idx")
+                                                   for d in done):
+            p.unlink()
+    return done
+
+
+def _first_difference(before: dict, now: dict) -> str | None:
+    """'data.short_side=36, not 40' for the first setting that differs, else None."""
+    old, new = _flat(before), _flat(now)
+    for key, value in new.items():
+        if old.get(key) != value:
+            return f"{key}={old.get(key)}, not {value}"
+    return None
+
+
+def _flat(settings: dict) -> dict:
+    """{"data": {"short_side": 36}, "every": 2} -> {"data.short_side": 36, "every": 2}."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _ordered(pool, fn, tasks, ahead: int):
+    """fn over tasks in a pool, results in task order, at most `ahead` in flight: constant
+    memory however fast the workers run ahead of the writer."""
+    pending = deque()
+    for task in tasks:
+        pending.append(pool.apply_async(fn, (task,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def _reason_kind(reason: str) -> str:
+    """A skip reason's kind for the progress bar: its text before any detail."""
+    return reason.split(":")[0].strip()[:32] or "unreadable"
 
 
 def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int = 256,
                    workers: int = 1, every: int = DEFAULT_EVERY,
                    jpeg_quality: int = DEFAULT_JPEG_QUALITY, overwrite: bool = False,
-                   progress: bool = True) -> dict:
+                   resume: bool = False, progress: bool = True) -> dict:
     """Decode every clip of a manifest once and write shards + meta.json; -> the meta dict.
-    every: keep every `every`-th source frame; jpeg_quality: 1-100 (Pillow's scale)."""
+    every: keep every `every`-th source frame; jpeg_quality: 1-100 (Pillow's scale).
+    resume: keep the shards an interrupted run finished and carry on after them."""
     if clips_per_shard < 1 or every < 1 or workers < 1:
         raise ConfigError("--clips-per-shard, --keep-every and --workers must be >= 1")
     if not 1 <= jpeg_quality <= 100:
@@ -167,69 +234,98 @@ def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
-    _clear(out, overwrite)
+    settings = {"source": str(Path(manifest_path).resolve()), "rows": len(manifest),
+                "data": {name: getattr(data, name) for name in PAYLOAD_FIELDS},
+                "audio_seconds": data.audio_seconds, "every": every,
+                "jpeg_quality": jpeg_quality, "clips_per_shard": clips_per_shard}
+    if resume and (out / "meta.json").is_file():  # finished already: the same settings?
+        meta = json.loads((out / "meta.json").read_text())
+        key = _first_difference(meta, {k: settings[k] for k in ("source", "data", "every",
+                                                                   "jpeg_quality")})
+        if key:
+            raise ConfigError(f"{out} holds finished shards with {key}; pass --overwrite to "
+                              "prepare them again")
+        return meta
+    if resume:
+        done = _finished_shards(out, settings)
+    else:
+        _clear(out, overwrite)
+        _write_json(out / SETTINGS, settings)
+        done = []
+    first = max((d["last_row"] for d in done), default=-1) + 1
+    shards = _write_shards(out, manifest, data, settings, first, len(done), workers, progress)
+    return _write_meta(out, manifest, manifest_path, settings, done + shards)
 
-    tasks = ((clip, data, every, jpeg_quality) for clip in manifest.clips)
+
+def _write_shards(out: Path, manifest, data, settings, first: int, number: int, workers: int,
+                  progress: bool) -> list[dict]:
+    """Decode rows first.. and write shards numbered from `number`; -> their indexes (the
+    trailing skipped clips, after the last shard, in a last entry without a tar)."""
+    every, quality = settings["every"], settings["jpeg_quality"]
+    tasks = ((clip, data, every, quality) for clip in manifest.clips[first:])
     pool = None
     if workers > 1:
         # fork where available, as torch's DataLoader does (no re-import of torch per worker)
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         pool = context.Pool(workers, initializer=_init_worker)
-        results = pool.imap(_decode_task, tasks, chunksize=1)  # in order: same shards for any W
+        results = _ordered(pool, _decode_task, tasks, 2 * workers)  # same shards for any W
     else:
         results = map(_decode_task, tasks)
-
-    shards, writer, written = [], None, 0
-    skipped, problems, filled = [], Counter(), Counter(audio=0, video=0)
-    bar = tqdm(total=len(manifest), unit="clip", desc="prepare", file=sys.stderr,
+    shards, writer, skipped, kinds = [], None, [], Counter()
+    bar = tqdm(total=len(manifest), initial=first, unit="clip", desc="prepare", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     try:
-        for row, (clip, decoded) in enumerate(zip(manifest.clips, results)):
+        for row, decoded in zip(range(first, len(manifest)), results):
+            clip = manifest.clips[row]
             bar.update(1)
             if "error" in decoded:
                 skipped.append({"path": str(clip.path), "line": clip.line,
                                 "reason": decoded["error"]})
                 log.warning("%s: skipped (%s)", clip.path, decoded["error"])
+                kinds[_reason_kind(decoded["error"])] += 1
+                bar.set_postfix_str("skipped: " + ", ".join(f"{k} {n}" for k, n in
+                                                            kinds.most_common()), refresh=False)
                 continue
             if writer is None:
-                writer = ShardWriter(out, len(shards))
+                writer = ShardWriter(out, number + len(shards))
             writer.add_clip(f"{row:08d}", row, clip, manifest.root, decoded)
-            written += 1
-            problems.update(decoded["problems"])
-            filled["video"] += decoded["frames"] is None
-            filled["audio"] += decoded["logmel"] is None
-            if len(writer.clips) == clips_per_shard:
-                shards.append(writer.close())
-                writer = None
-            bar.set_postfix(skipped=len(skipped), refresh=False)
+            if len(writer.clips) == settings["clips_per_shard"]:
+                shards.append(writer.close(skipped))
+                writer, skipped = None, []
         if writer is not None:
-            shards.append(writer.close())
+            shards.append(writer.close(skipped))
+            skipped = []
     finally:
         bar.close()
         if pool is not None:
             pool.terminate()
-    if written == 0:
-        reason = skipped[0]["reason"] if skipped else "no rows"
-        raise ConfigError(f"no clip of {manifest_path} could be decoded (first: {skipped[0]['path']}: "
-                          f"{reason})")
+    return shards + ([{"clips": [], "skipped": skipped}] if skipped else [])
 
+
+def _write_meta(out: Path, manifest, manifest_path, settings: dict, indexes: list[dict]) -> dict:
+    """meta.json from the shards' indexes (so a resumed prepare counts what earlier runs did)."""
+    clips = [e for index in indexes for e in index["clips"]]
+    skipped = [s for index in indexes for s in index["skipped"]]
+    if not clips:
+        first = skipped[0] if skipped else {"path": "-", "reason": "no rows"}
+        raise ConfigError(f"no clip of {manifest_path} could be decoded (first: {first['path']}: "
+                          f"{first['reason']})")
     meta = {
         "format": SHARDS_FORMAT, "version": SHARDS_VERSION,
-        "data": {name: getattr(data, name) for name in PAYLOAD_FIELDS},
-        "every": every,
-        "jpeg_quality": jpeg_quality,
-        "audio_seconds": data.audio_seconds,
-        "source": str(Path(manifest_path).resolve()),
+        **{k: settings[k] for k in ("data", "every", "jpeg_quality", "audio_seconds", "source")},
         "label_columns": manifest.label_columns,
         "vocab": {c: build_vocab(manifest, c) for c in manifest.label_columns
                   if any(clip.targets[c] for clip in manifest.clips)},
-        "clips": written,
+        "clips": len(clips),
         "skipped": len(skipped),
-        "filled": dict(filled),
-        "problems": dict(problems),
+        "filled": {"audio": sum(e["audio"] is None for e in clips),
+                   "video": sum(e["video"] is None for e in clips)},
+        "problems": dict(Counter(p for e in clips for p in e["problems"])),
         "skipped_clips": skipped,
-        "shards": shards,
+        "shards": [{"tar": i["tar"], "index": i["tar"][:-3] + "idx", "clips": len(i["clips"])}
+                   for i in indexes if i["clips"]],
     }
     _write_json(out / "meta.json", meta)  # last: a folder without it is incomplete
+    (out / SETTINGS).unlink(missing_ok=True)
     return meta
