@@ -170,9 +170,12 @@ def _read_whole(container, path, cfg, every, encode, start, end) -> WholeClip:
     waveform = None
     if aus is not None:
         S = int(round((a_end - a_start) * cfg.sample_rate))
-        waveform = _read_audio(container, aus, seg_start + a_start, S, cfg.sample_rate, [])
-        if waveform is None:
-            problems.append("audio stream could not be decoded")
+        notes: list[str] = []
+        waveform = _read_audio(container, aus, seg_start + a_start, S, cfg.sample_rate, notes)
+        # padding to the span is by design; a clip shorter than the audio window is noted once
+        problems += [n for n in notes if not n.startswith("audio shorter than window")]
+        if D < Wa - PAD_TOLERANCE:
+            problems.append(f"audio shorter than window: {D:.2f} s of {Wa:.2f} s, silence around it")
     if frames is None and waveform is None:
         raise MediaError(f"{path}: {'; '.join(problems)}")
     return WholeClip(frames=frames, fps=fps, first_frame=first, waveform=waveform,
