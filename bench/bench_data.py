@@ -1,4 +1,4 @@
-"""Data loading speed: clips/s of one worker process, raw mp4 vs shards, at the paper's input.
+"""Data loading speed and size: raw mp4 vs shards format 1 vs format 2, at the paper's input.
 
     python bench/bench_data.py [--clips 24] [--hd-clips 4] [--seconds 10] [--passes 3]
 
@@ -10,14 +10,21 @@ with torch limited to one thread (= one DataLoader worker):
                    no resize) and the 8 s of audio: the floor any decoding loader pays
     raw            build_dataset(manifest, train=True)[i]: read_clip + video_tensor + log-mel +
                    audio_tensor (what a loader on mp4 files does per clip)
-    prepare        avmae prepare (one process): decode once + write shards
-    shards         build_dataset(shards, train=True)[i]: read at an offset + random crop/jitter
-                   + audio_tensor
-    shards_read    the read at an offset part alone
-    shards_eval    build_dataset(shards, train=False)[i]: centre crop, no resize
+    prepare        avmae prepare (one process): decode each whole clip once + write shards
+    shards         format 2, build_dataset(shards, train=True)[i]: a fresh random 16/4 window,
+                   ranged read, JPEG decoding of its frames, random crop/jitter + audio_tensor
+    shards_read    the format-2 window read + JPEG decoding alone, without the transforms
+    shards_eval    format 2, build_dataset(shards, train=False)[i]: centre crop
+    format1        format 1's read path, emulated: the clip's fixed 16-frame window stored as raw
+                   uint8 RGB at the short side and its float16 log-mel, read at an offset
+                   (np.fromfile) + video_tensor + audio_tensor (what format 1's ShardSource did)
+    bytes_per_clip format 2: the tar bytes per clip (whole clip: every 2nd frame as JPEG + the
+                   whole log-mel + tar/json overhead); format 1: one window, raw frames + log-mel
+    psnr           the model's video input (eval crop, [-1, 1]) from format 2 shards prepared
+                   with --keep-every 1 (the same frames as the raw path) vs the raw path, in dB
 
-and prints one JSON line per measurement (what, clips_per_s, seconds, clips, machine). The paper's
-input (Sec. 4.1): 16 frames at stride 4, 256 short side, 224 crop, 8 s of 16 kHz audio, 128 mels.
+and prints one JSON line per measurement (what, numbers, machine). The paper's input (Sec. 4.1):
+16 frames at stride 4, 256 short side, 224 crop, 8 s of 16 kHz audio, 128 mels.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import numpy as np
 import torch
 
 from avmae.config import build_config
-from avmae.data import build_dataset, prepare_shards
+from avmae.data import audio_tensor, build_dataset, prepare_shards, video_tensor
 
 FPS = 25
 
@@ -131,6 +138,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--passes", type=int, default=3, help="passes over the shards")
     parser.add_argument("--preset", default="base", help="preset for the input size")
+    parser.add_argument("--jpeg-quality", type=int, default=90)
     args = parser.parse_args()
     torch.set_num_threads(1)  # one DataLoader worker
     cfg = build_config(args.preset)
@@ -155,30 +163,111 @@ def main() -> None:
             rates["raw", group] = timed("raw", lambda i: raw[i], idx, info, clips_of=group)
 
         t = time.perf_counter()
-        prepare_shards(tmp / "train.csv", tmp / "shards", cfg.data, workers=1, progress=False)
+        meta = prepare_shards(tmp / "train.csv", tmp / "shards", cfg.data, workers=1,
+                              progress=False, jpeg_quality=args.jpeg_quality)
         seconds = time.perf_counter() - t
         print(json.dumps({"what": "prepare", "clips_per_s": round(len(names) / seconds, 2),
                           "seconds": round(seconds, 3), "clips": len(names), "workers": 1,
                           "machine": info}), flush=True)
+        sizes_of(tmp / "shards", meta, groups, names, cfg, info)
 
         shards = build_dataset(tmp / "shards", cfg, train=True)
         shards[0]
         for group, idx in groups.items():
-            passes = []
-            for epoch in range(args.passes):
-                passes += idx
-            shards.set_epoch(0)
-            rates["shards", group] = timed("shards", lambda i: shards[i], passes, info,
-                                           clips_of=group)
-        # the shard read alone (read at an offset), without the transforms
-        timed("shards_read", lambda i: shards.source.load(i, rng=None, view=0, num_views=1),
+            rates["shards", group] = timed("shards", lambda i: shards[i], epochs(idx, args.passes),
+                                           info, clips_of=group)
+        rng = np.random.default_rng(0)
+        timed("shards_read", lambda i: shards.source.load(i, rng=rng, view=0, num_views=1),
               groups["all"] * args.passes, info, clips_of="all")
         evaluation = build_dataset(tmp / "shards", cfg, train=False)
         timed("shards_eval", lambda i: evaluation[i], groups["all"] * args.passes, info,
               clips_of="all")
-        print(json.dumps({"what": "shards_vs_raw", "speedup": round(rates["shards", "all"] /
-                                                                     rates["raw", "all"], 1),
+
+        old = Format1(tmp / "format1.bin", raw, cfg)
+        for group, idx in groups.items():
+            rates["format1", group] = timed("format1", old.load, idx * args.passes, info,
+                                            clips_of=group)
+        psnr_of(tmp, cfg, raw, groups, info, args.jpeg_quality)
+        print(json.dumps({"what": "ratios", "format2_vs_raw": round(rates["shards", "all"] /
+                                                                    rates["raw", "all"], 2),
+                          "format2_vs_format1": round(rates["shards", "all"] /
+                                                      rates["format1", "all"], 2),
                           "machine": info}), flush=True)
+
+
+def epochs(idx: list[int], passes: int) -> list[tuple[int, int]]:
+    """(epoch, clip) items: each pass is another epoch, so another random window."""
+    return [(epoch, i) for epoch in range(passes) for i in idx]
+
+
+class Format1:
+    """Format 1's payload and read path, rebuilt here to compare against: the eval-centre window
+    of each clip (the raw path's frames) as raw uint8 RGB and its float16 log-mel, in one file,
+    each clip read back at its offset."""
+
+    def __init__(self, path: Path, raw, cfg):
+        self.cfg, self.entries = cfg, []
+        evaluation = build_dataset(raw_manifest(raw), cfg, train=False)
+        with open(path, "wb") as f:
+            for i in range(len(evaluation)):
+                frames, logmel = evaluation.source.load(i, rng=None, view=0, num_views=1)
+                logmel = logmel.numpy().astype(np.float16)
+                self.entries.append((f.tell(), frames.shape, logmel.shape))
+                f.write(frames.tobytes())
+                f.write(logmel.tobytes())
+        self.path = path
+
+    def nbytes(self, i: int) -> int:
+        _, frames, logmel = self.entries[i]
+        return int(np.prod(frames) + 2 * np.prod(logmel))
+
+    def load(self, i: int):
+        offset, fshape, lshape = self.entries[i]
+        frames = np.fromfile(self.path, np.uint8, int(np.prod(fshape)), offset=offset)
+        logmel = np.fromfile(self.path, np.float16, int(np.prod(lshape)),
+                             offset=offset + int(np.prod(fshape)))
+        rng = np.random.default_rng(i)
+        video = video_tensor(frames.reshape(fshape), self.cfg.data, train=True, rng=rng)
+        audio = audio_tensor(torch.from_numpy(logmel.reshape(lshape)).float(), self.cfg.data)
+        return video, audio
+
+
+def raw_manifest(raw) -> Path:
+    return Path(raw.source.paths[0]).parent / "train.csv"
+
+
+def sizes_of(folder: Path, meta: dict, groups: dict, names: list[str], cfg, info) -> None:
+    """Bytes per clip of format 2 (the tar bytes, headers included) and of format 1 (computed:
+    16 frames x H x W x 3 + 798 x 128 x 2 for the log-mel, headers not counted)."""
+    per_clip = {}
+    for shard in meta["shards"]:
+        for e in json.loads((folder / shard["index"]).read_text())["clips"]:
+            v = e["video"]
+            members = v["size"] + e["audio"]["size"] + len(json.dumps(e)) + 3 * 512
+            old = cfg.data.num_frames * v["height"] * v["width"] * 3 + 798 * cfg.data.mel_bins * 2
+            per_clip[e["row"]] = (members, old, len(v["frame_offsets"]) - 1)
+    for group, idx in groups.items():
+        new = float(np.mean([per_clip[i][0] for i in idx]))
+        old = float(np.mean([per_clip[i][1] for i in idx]))
+        print(json.dumps({"what": "bytes_per_clip", "clips_of": group,
+                          "format2": int(new), "format1": int(old),
+                          "format2_over_format1": round(new / old, 3),
+                          "frames_kept": per_clip[idx[0]][2], "machine": info}), flush=True)
+
+
+def psnr_of(tmp: Path, cfg, raw, groups: dict, info, quality: int) -> None:
+    prepare_shards(tmp / "train.csv", tmp / "every1", cfg.data, workers=1, progress=False,
+                   every=1, jpeg_quality=quality)
+    fast = build_dataset(tmp / "every1", cfg, train=False)
+    evaluation = build_dataset(raw_manifest(raw), cfg, train=False)
+    for group, idx in groups.items():
+        db = []
+        for i in idx:
+            a, b = evaluation[i]["video"], fast[i]["video"]
+            db.append(float(10 * torch.log10(4.0 / ((a - b) ** 2).mean())))
+        print(json.dumps({"what": "psnr", "clips_of": group, "jpeg_quality": quality,
+                          "db_mean": round(float(np.mean(db)), 2),
+                          "db_min": round(float(np.min(db)), 2), "machine": info}), flush=True)
 
 
 if __name__ == "__main__":

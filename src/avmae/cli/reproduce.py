@@ -54,6 +54,7 @@ from avmae.checkpoint import step_checkpoints, step_name, writing
 from avmae.config import ConfigError, PRESETS, build_config
 from avmae.cli.quickstart import (FINETUNE_RECIPE, PRETRAIN_RECIPE, Plan, avmae, evaluate_last, labelled_subset,
                          set_args, synth_args)
+from avmae.data import shards_current
 from avmae.run_dir import claim_run_dir
 
 COLUMN_TITLES = {"audio": "Audio-only", "video": "Video-only", "av": "Audiovisual"}
@@ -216,7 +217,7 @@ def find_data(data: str | None, out: Path, preset: str, overrides: list[str], cl
               f"of each class): {csvs['labelled']}", flush=True)
     data_sets = [s for s in overrides if s.startswith("data.")]  # what shapes the shards
     for split, manifest in csvs.items():
-        if not (shards / split / "meta.json").exists():
+        if not shards_current(shards / split):  # absent, or an older format: prepare again
             avmae(["prepare", str(manifest), "--out", str(shards / split), "--preset", preset,
                    "--overwrite", *set_args(data_sets)])
     return shards / "train", shards / ("labelled" if labelled_per_class > 0 else "train"), shards / "test"

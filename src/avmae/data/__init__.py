@@ -16,6 +16,7 @@ from avmae.data.manifest import (
     save_vocab,
 )
 from avmae.data.prepare import prepare_shards
+from avmae.data.shards import DEFAULT_EVERY, DEFAULT_JPEG_QUALITY, shards_current
 from avmae.data.stats import dataset_stats
 from avmae.data.transforms import (
     audio_logmel,
@@ -49,6 +50,9 @@ __all__ = [
     "num_classes",
     "save_vocab",
     "prepare_shards",
+    "DEFAULT_EVERY",
+    "DEFAULT_JPEG_QUALITY",
+    "shards_current",
     "dataset_stats",
     "audio_logmel",
     "audio_tensor",

@@ -2,7 +2,8 @@
 
 One sample is a chain of small named steps:
 
-    load     raw file: read_clip (PyAV) + log_mel      shards: bytes at an offset -> arrays
+    load     raw file: read_clip (PyAV) + log_mel      shards: the same window, drawn by the
+             same code, read as JPEG frames + log-mel frames at offsets (avmae.data.shards)
     check    unreadable clip -> None; missing modality -> zeros + flag, or None (policy)
     tensors  video_tensor (crop, jitter, flip, [-1, 1]); audio_tensor (crop/pad, normalise)
     label    precomputed class indices (checked against the vocabulary when the dataset is built)
@@ -27,8 +28,6 @@ view]), so batches depend on (seed, epoch) only, not on the number of workers or
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
 import os
@@ -40,16 +39,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 
 from avmae.config import Config, ConfigError, DataConfig
 from avmae.data.decode import MediaError, read_clip
-from avmae.data.manifest import Clip, as_vocab, build_vocabs, encode_labels, load_manifest
+from avmae.data.manifest import StringColumn, as_vocab, build_vocabs, encode_labels, load_manifest
+from avmae.data.shards import ShardSource
 from avmae.data.transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
 
 log = logging.getLogger(__name__)
 
-# DataConfig fields that shape what `avmae prepare` stores; a shards folder fixes them.
-PAYLOAD_FIELDS = ("num_frames", "frame_stride", "short_side", "sample_rate", "audio_seconds",
-                  "mel_bins", "window")
-SHARDS_FORMAT = "avmae-shards"
-SHARDS_VERSION = 1
 
 
 def media_reason(err: Exception, path) -> str:
@@ -70,21 +65,6 @@ def sample_rng(*keys: int) -> np.random.Generator:
 # DataLoader workers that touch a list of objects (reference counts) copy it page by page, which
 # at AudioSet scale (2M clips) costs gigabytes per worker. `clips` (the manifest rows, for the
 # vocabulary and labels) is only kept until the dataset is built.
-
-class StringColumn:
-    """Many strings in two arrays (utf-8 bytes + offsets): column[i] -> str."""
-
-    def __init__(self, items):
-        data = [str(s).encode() for s in items]
-        self.offsets = np.cumsum([0] + [len(b) for b in data], dtype=np.int64)
-        self.buffer = np.frombuffer(b"".join(data), np.uint8)
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def __getitem__(self, i: int) -> str:
-        return self.buffer[self.offsets[i]:self.offsets[i + 1]].tobytes().decode()
-
 
 class RawSource:
     """Clips of a manifest, decoded on the fly with PyAV."""
@@ -125,123 +105,6 @@ def check_paths_exist(manifest, sample: int = 16) -> None:
                           f"{manifest.root}")
 
 
-class ShardSource:
-    """Clips of a shards folder written by `avmae prepare`: each member is one read at an offset."""
-
-    def __init__(self, folder: str | os.PathLike, data: DataConfig):
-        self.folder = Path(folder)
-        self.meta = read_shards_meta(self.folder)
-        check_payload(self.meta, data, self.folder)
-        self.views = V = int(self.meta["views"])
-        self.shards = [s["tar"] for s in self.meta["shards"]]
-        entries, shard_of = [], []
-        for number, shard in enumerate(self.meta["shards"]):
-            clips = json.loads((self.folder / shard["index"]).read_text())["clips"]
-            entries += clips
-            shard_of += [number] * len(clips)
-        if not entries:
-            raise ConfigError(f"shards folder {self.folder} holds no clips")
-        self.clips = [Clip(path=Path(e["path"]), line=e["line"], start=e.get("start"),
-                           end=e.get("end"),
-                           targets={k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in e["targets"].items()})
-                      for e in entries]
-        self.paths = StringColumn(e["path"] for e in entries)
-        self.shard_of = np.array(shard_of, np.int32)
-        # per clip and view: offset and size of the frames and log-mel members (-1: absent),
-        # frames shape (T, H, W) and log-mel frames
-        self.members = np.full((len(entries), V, 2, 2), -1, np.int64)
-        self.frames_shape = np.zeros((len(entries), V, 3), np.int64)
-        self.logmel_frames = np.zeros((len(entries), V), np.int64)
-        for i, e in enumerate(entries):
-            for v, stored in enumerate(e["views"]):
-                if stored["frames"] is not None:
-                    self.members[i, v, 0] = stored["frames"][:2]
-                    self.frames_shape[i, v] = stored["frames"][2][:3]
-                if stored["logmel"] is not None:
-                    self.members[i, v, 1] = stored["logmel"][:2]
-                    self.logmel_frames[i, v] = stored["logmel"][2][0]
-        self.mel_bins = int(self.meta["data"]["mel_bins"])
-        self._files: dict[int, io.FileIO] = {}
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def stored_view(self, rng: np.random.Generator | None, view: int, num_views: int) -> int:
-        # Training: a random one of the stored temporal windows (temporal jitter at no cost).
-        # Evaluation: view v of V, or the middle window when one view is asked of many.
-        if rng is not None:
-            return int(rng.integers(self.views)) if self.views > 1 else 0
-        if num_views == self.views:
-            return view
-        if num_views == 1:
-            return self.views // 2
-        raise ConfigError(f"shards {self.folder} hold {self.views} view(s) per clip but "
-                          f"{num_views} were asked; prepare them with --views {num_views}")
-
-    def _read(self, shard: int, offset: int, nbytes: int) -> np.ndarray:
-        """A member's bytes, read at its offset straight into a fresh uint8 array."""
-        f = self._files.get(shard)
-        if f is None:  # opened lazily, so each worker process opens its own
-            f = self._files[shard] = open(self.folder / self.shards[shard], "rb", buffering=0)
-        buf = np.empty(nbytes, np.uint8)
-        view, got = memoryview(buf), 0
-        f.seek(offset)
-        while got < nbytes:
-            n = f.readinto(view[got:])
-            if not n:
-                raise MediaError(f"shard {self.shards[shard]} is truncated")
-            got += n
-        return buf
-
-    def load(self, i: int, *, rng: np.random.Generator | None, view: int, num_views: int):
-        v = self.stored_view(rng, view, num_views)
-        shard = int(self.shard_of[i])
-        (f_offset, f_size), (a_offset, a_size) = self.members[i, v].tolist()
-        frames = logmel = None
-        if f_offset >= 0:
-            frames = self._read(shard, f_offset, f_size).reshape(*self.frames_shape[i, v], 3)
-        if a_offset >= 0:
-            logmel = self._read(shard, a_offset, a_size).view(np.float16)
-            logmel = torch.from_numpy(logmel.reshape(self.logmel_frames[i, v], self.mel_bins))
-            logmel = logmel.float()
-        return frames, logmel
-
-    def reopen(self) -> None:
-        """Forget files inherited from the parent process (called in each worker): a forked
-        worker must not share a file position with its parent or siblings."""
-        for f in self._files.values():
-            f.close()
-        self._files = {}
-
-    def __getstate__(self):  # pickled for spawned workers: never ship open files
-        state = dict(self.__dict__)
-        state["_files"] = {}
-        return state
-
-
-def read_shards_meta(folder: Path) -> dict:
-    path = folder / "meta.json"
-    if not path.is_file():
-        raise ConfigError(f"{folder} is not a shards folder (no meta.json); write one with "
-                          "`avmae prepare MANIFEST --out FOLDER`, or pass a manifest CSV")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != SHARDS_FORMAT or meta.get("version") != SHARDS_VERSION:
-        raise ConfigError(f"{path} is not an {SHARDS_FORMAT} v{SHARDS_VERSION} file; re-run "
-                          "`avmae prepare`")
-    return meta
-
-
-def check_payload(meta: dict, data: DataConfig, folder: Path) -> None:
-    """Refuse a config whose decoding settings differ from those the shards were written with."""
-    for name in PAYLOAD_FIELDS:
-        stored, wanted = meta["data"][name], getattr(data, name)
-        if (float(stored) != float(wanted)) if isinstance(wanted, (int, float)) else stored != wanted:
-            raise ConfigError(f"shards {folder} were prepared with data.{name}={stored} but the "
-                              f"config has {wanted}; use --set data.{name}={stored} or re-run "
-                              "`avmae prepare` with this config")
-
-
 # ---- the dataset -----------------------------------------------------------------------------
 
 class ClipDataset(Dataset):
@@ -263,8 +126,6 @@ class ClipDataset(Dataset):
         # Modalities the model consumes: only a missing one of these is "missing" for the policy.
         self.needed = {"audio": cfg.model.has_audio, "video": cfg.model.has_video}
         self._warned: set[int] = set()
-        if isinstance(source, ShardSource) and not train:
-            source.stored_view(None, 0, num_views)  # refuse an impossible view count now
 
     @property
     def paths(self) -> StringColumn:
@@ -345,7 +206,7 @@ def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
     """
     path = Path(data)
     if path.is_dir():
-        source = ShardSource(path, cfg.data)
+        source = ShardSource(path, cfg.data, video=cfg.model.has_video, audio=cfg.model.has_audio)
     elif path.is_file():
         source = RawSource(path, cfg.data, video=cfg.model.has_video, audio=cfg.model.has_audio)
     else:

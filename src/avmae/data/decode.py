@@ -1,6 +1,8 @@
 """Decoding one clip with PyAV (FFmpeg): T video frames at a stride and a mono 16 kHz waveform.
 
     read_clip(path, cfg) -> RawClip(frames uint8 (T, H, W, 3), waveform float32 (S,), ...)
+    read_whole_clip(path, cfg, every=k, encode=f) -> WholeClip (every k-th frame of the whole
+        clip, each encoded; the audio of every window the clip allows): `avmae prepare`
 
 The time model, in seconds on the file's own clock (presentation timestamps, so variable frame
 rate works):
@@ -110,6 +112,76 @@ def read_clip(path, cfg: DataConfig, *, rng: np.random.Generator | None = None,
             raise MediaError(f"{path}: {type(err).__name__}: {err}") from None
 
 
+@dataclass
+class WholeClip:
+    """The whole clip, for `avmae prepare` (shards format 2)."""
+    frames: list | None           # encode(uint8 (H, W, 3)) per kept frame; None = no video
+    fps: float | None             # the source's frame rate; kept frame j is source frame j * every
+    first_frame: float            # seconds from the clip start to kept frame 0 (< 1 / fps)
+    waveform: np.ndarray | None   # float32 mono at cfg.sample_rate; None = no audio
+    audio_start: float            # seconds from the clip start to waveform[0] (<= 0)
+    duration: float               # seconds of the clip
+    problems: list[str] = field(default_factory=list)
+
+
+def read_whole_clip(path, cfg: DataConfig, *, every: int, encode, start: float | None = None,
+                    end: float | None = None) -> WholeClip:
+    """Every `every`-th source frame of the whole clip at cfg.short_side, each passed through
+    `encode` as soon as it is decoded (so memory holds encoded frames only), and the audio of
+    [min(0, D - Wa), max(D, Wa)) with Wa = cfg.audio_seconds: every audio window a centre in
+    `centre_range` can ask for (zeros outside the file, as read_clip pads). Same errors and
+    policy as read_clip; frames past the last decoded one are not kept."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MediaError(f"{path}: no such file")
+    if os.path.getsize(path) == 0:
+        raise MediaError(f"{path}: zero bytes")
+    try:
+        container = _open(path)
+    except _DECODE_ERRORS as err:
+        raise MediaError(f"{path}: cannot open: {err}") from None
+    with container:
+        try:
+            return _read_whole(container, path, cfg, every, encode, start, end)
+        except MediaError:
+            raise
+        except _HEADER_ERRORS as err:
+            raise MediaError(f"{path}: {type(err).__name__}: {err}") from None
+
+
+def _read_whole(container, path, cfg, every, encode, start, end) -> WholeClip:
+    vs, aus, t0, seg_start, seg_end, problems = _clip_span(container, path, start, end, True, True)
+    D = seg_end - seg_start
+    frames, fps, first = None, None, 0.0
+    if vs is not None:
+        fps = _frame_rate(vs, D)
+        first_t = first_frame_time(seg_start, t0, fps, seg_start)
+        count = max(1, math.ceil((seg_end - first_t) * fps / every - 1e-6))
+        targets = first_t + np.arange(count) * every / fps
+        convert = _RGBConverter(cfg.short_side, vs)
+        picked, last_t = _pick_video(container, vs, targets, seg_start, seg_end, fps, problems,
+                                     keep=lambda frame: encode(convert(frame)))
+        if picked is not None:
+            kept = max(1, int(np.sum(targets <= last_t + 0.5 / fps + 1e-6)))
+            frames, first = picked[:kept], first_t - seg_start
+            problems[:] = [p for p in problems if not p.startswith("video shorter than window")]
+    Wa = cfg.audio_seconds
+    a_start, a_end = min(0.0, D - Wa), max(D, Wa)
+    waveform = None
+    if aus is not None:
+        S = int(round((a_end - a_start) * cfg.sample_rate))
+        notes: list[str] = []
+        waveform = _read_audio(container, aus, seg_start + a_start, S, cfg.sample_rate, notes)
+        # padding to the span is by design; a clip shorter than the audio window is noted once
+        problems += [n for n in notes if not n.startswith("audio shorter than window")]
+        if D < Wa - PAD_TOLERANCE:
+            problems.append(f"audio shorter than window: {D:.2f} s of {Wa:.2f} s, silence around it")
+    if frames is None and waveform is None:
+        raise MediaError(f"{path}: {'; '.join(problems)}")
+    return WholeClip(frames=frames, fps=fps, first_frame=first, waveform=waveform,
+                     audio_start=a_start, duration=D, problems=problems)
+
+
 def _open(path: str):
     """av.open with a read timeout; undecodable metadata text is replaced, not fatal (PyAV < 19
     needs `metadata_errors` for that; PyAV 19 dropped the argument)."""
@@ -122,25 +194,8 @@ def _open(path: str):
 # ---- the steps of read_clip ---------------------------------------------------------------------
 
 def _read(container, path, cfg, rng, view, num_views, start, end, want_video, want_audio) -> RawClip:
-    problems: list[str] = []
-    vs = _video_stream(container) if want_video else None
-    aus = container.streams.audio[0] if want_audio and container.streams.audio else None
-    if want_video and vs is None:
-        problems.append("no video stream")
-    if want_audio and aus is None:
-        problems.append("no audio stream")
-    if vs is None and aus is None:
-        raise MediaError(f"{path}: {' and '.join(problems) or 'nothing requested'}")
-
-    # The clip on the file's clock: [seg_start, seg_end), D seconds.
-    main = vs if vs is not None else aus
-    t0 = _start_time(main, container)
-    file_end = t0 + _duration(main, container, t0)
-    seg_start = t0 + (start or 0.0)
-    seg_end = file_end if end is None else min(t0 + end, file_end)
-    if seg_end <= seg_start:
-        raise MediaError(f"{path}: segment [{start}, {end}] s is outside the file "
-                         f"({file_end - t0:.2f} s long)")
+    vs, aus, t0, seg_start, seg_end, problems = _clip_span(container, path, start, end,
+                                                           want_video, want_audio)
     D = seg_end - seg_start
 
     fps = _frame_rate(vs, D) if vs is not None else None
@@ -148,22 +203,14 @@ def _read(container, path, cfg, rng, view, num_views, start, end, want_video, wa
     Wv = cfg.num_frames * cfg.frame_stride / fps if vs is not None else None
     Wa = S / cfg.sample_rate
 
-    lo, hi = centre_range(D, Wv, Wa if aus is not None else None)
-    if rng is not None:
-        centre = rng.uniform(lo, hi) if hi > lo else lo
-    elif num_views == 1:
-        centre = (lo + hi) / 2
-    else:
-        centre = lo + (hi - lo) * view / (num_views - 1)
+    centre = draw_centre(centre_range(D, Wv, Wa if aus is not None else None), rng, view,
+                         num_views)
 
     frames = None
     if vs is not None:
         # Start the window on a source frame (frames sit at t0 + i / fps), then centre the audio
         # on the window actually used.
-        first = seg_start + max(centre - Wv / 2, 0.0)
-        first = t0 + round((first - t0) * fps) / fps
-        if first < seg_start - 1e-6:
-            first += 1 / fps
+        first = first_frame_time(seg_start + max(centre - Wv / 2, 0.0), t0, fps, seg_start)
         targets = first + np.arange(cfg.num_frames) * cfg.frame_stride / fps
         centre = first - seg_start + Wv / 2
         frames = _read_video(container, vs, targets, seg_start, seg_end, fps, cfg.short_side,
@@ -177,6 +224,29 @@ def _read(container, path, cfg, rng, view, num_views, start, end, want_video, wa
     return RawClip(frames=frames, waveform=waveform, duration=D, problems=problems)
 
 
+def _clip_span(container, path, start, end, want_video, want_audio):
+    """The streams and the clip on the file's clock: -> (video stream | None, audio stream |
+    None, t0, seg_start, seg_end, problems); the clip is [seg_start, seg_end)."""
+    problems: list[str] = []
+    vs = _video_stream(container) if want_video else None
+    aus = container.streams.audio[0] if want_audio and container.streams.audio else None
+    if want_video and vs is None:
+        problems.append("no video stream")
+    if want_audio and aus is None:
+        problems.append("no audio stream")
+    if vs is None and aus is None:
+        raise MediaError(f"{path}: {' and '.join(problems) or 'nothing requested'}")
+    main = vs if vs is not None else aus
+    t0 = _start_time(main, container)
+    file_end = t0 + _duration(main, container, t0)
+    seg_start = t0 + (start or 0.0)
+    seg_end = file_end if end is None else min(t0 + end, file_end)
+    if seg_end <= seg_start:
+        raise MediaError(f"{path}: segment [{start}, {end}] s is outside the file "
+                         f"({file_end - t0:.2f} s long)")
+    return vs, aus, t0, seg_start, seg_end, problems
+
+
 def centre_range(D: float, Wv: float | None, Wa: float | None) -> tuple[float, float]:
     """Where the window centre may go, in seconds from the clip start: the intersection of each
     modality's range. A window that fits lies inside the clip; otherwise audio: the clip inside
@@ -188,6 +258,26 @@ def centre_range(D: float, Wv: float | None, Wa: float | None) -> tuple[float, f
         ranges.append((Wa / 2, D - Wa / 2) if D >= Wa else (D - Wa / 2, Wa / 2))
     lo, hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
     return (lo, hi) if lo <= hi else ranges[0]
+
+
+def draw_centre(bounds: tuple[float, float], rng: np.random.Generator | None, view: int,
+                num_views: int) -> float:
+    """The window centre (seconds from the clip start): uniform over the range in training (one
+    rng draw, none when the range is a point), else view `view` of `num_views` evenly spaced
+    end to end (one view: the middle). The raw path and the shards path both call this, so the
+    same rng gives the same centre."""
+    lo, hi = bounds
+    if rng is not None:
+        return rng.uniform(lo, hi) if hi > lo else lo
+    if num_views == 1:
+        return (lo + hi) / 2
+    return lo + (hi - lo) * view / (num_views - 1)
+
+
+def first_frame_time(t: float, t0: float, fps: float, not_before: float) -> float:
+    """The source frame time (frames sit at t0 + i / fps) nearest to t, not before `not_before`."""
+    first = t0 + round((t - t0) * fps) / fps
+    return first + 1 / fps if first < not_before - 1e-6 else first
 
 
 def _read_only(container, stream) -> None:
@@ -246,19 +336,27 @@ def _frame_rate(vs, D: float) -> float:
 
 def _read_video(container, vs, targets, seg_start, seg_end, fps, short_side, problems):
     """uint8 (T, H, W, 3) at the target times, or None (noted) when nothing decodes."""
+    picked, _ = _pick_video(container, vs, targets, seg_start, seg_end, fps, problems)
+    return None if picked is None else _to_rgb(picked, short_side, vs)
+
+
+def _pick_video(container, vs, targets, seg_start, seg_end, fps, problems, keep=None):
+    """keep(frame) of the frame nearest each target (keep=None: the av frame itself) and the
+    time of the last decoded frame; (None, None) (noted) when nothing decodes. Frames past the
+    end repeat the last one, frames before the start the first one (both noted)."""
     half = 0.5 / fps
     # video is read first: the container is still at its start unless the window is far in
     seek = "window" if targets[0] - seg_start > SEEK_IF_AFTER or seg_start > SEEK_IF_AFTER \
         else None
     picked, first_t, last_t, error = _pick_frames(container, vs, targets, seg_start, seg_end,
-                                                  half, seek)
+                                                  half, seek, keep)
     if seek and (first_t is None or first_t > targets[0] + half):
         # the seek landed after the window (inexact index, or a truncated file): from the start
         picked, first_t, last_t, error = _pick_frames(container, vs, targets, seg_start,
-                                                      seg_end, half, seek="start")
+                                                      seg_end, half, "start", keep)
     if first_t is None:
         problems.append("video stream could not be decoded" + (f": {error}" if error else ""))
-        return None
+        return None, None
     if error:
         problems.append(f"video decoding stopped at {last_t - seg_start:.2f} s: {error}")
     late = int(np.sum(targets > last_t + half + 1e-6))
@@ -269,13 +367,17 @@ def _read_video(container, vs, targets, seg_start, seg_end, fps, short_side, pro
     if early:
         problems.append(f"video starts after the window: repeated the first frame for {early} "
                         f"of {len(targets)} frames")
-    return _to_rgb(picked, short_side, vs)
+    return picked, last_t
 
 
-def _pick_frames(container, vs, targets, seg_start, seg_end, half, seek: str | None):
+def _pick_frames(container, vs, targets, seg_start, seg_end, half, seek: str | None,
+                 keep=None):
     """Seek ("window": to the keyframe before the window; "start"; None: stay), decode in
     presentation order and keep the frame nearest in time to each target (ties: the earlier),
-    stopping at the first frame after the last target. Returns (frame per target, first and last decoded times, error or None)."""
+    stopping at the first frame after the last target. Returns (keep(frame) per target, first and
+    last decoded times, error or None). keep runs as frames are picked (each distinct frame
+    once), so only its results are held, not the decoded frames."""
+    keep = _KeepOnce(keep)
     T = len(targets)
     picked: list = [None] * T
     k, prev, prev_t, first_t, error = 0, None, None, None, None
@@ -294,7 +396,7 @@ def _pick_frames(container, vs, targets, seg_start, seg_end, half, seek: str | N
             # every target up to t lies between prev and this frame: take the nearer one
             while k < T and t >= targets[k]:
                 nearer_prev = prev is not None and targets[k] - prev_t <= t - targets[k]
-                picked[k] = prev if nearer_prev else frame
+                picked[k] = keep(prev if nearer_prev else frame)
                 k += 1
             prev, prev_t = frame, t
             if k == T:
@@ -302,8 +404,27 @@ def _pick_frames(container, vs, targets, seg_start, seg_end, half, seek: str | N
     except _DECODE_ERRORS as err:
         error = str(err)
     for j in range(k, T):
-        picked[j] = prev
+        picked[j] = keep(prev)
     return picked, first_t, prev_t, error
+
+
+class _KeepOnce:
+    """keep(frame), computed once per distinct frame: a frame is picked for consecutive
+    targets only, so remembering the last two frames suffices."""
+
+    def __init__(self, keep):
+        self.keep = keep
+        self.recent: list = []   # [(frame, result)], the last two
+
+    def __call__(self, frame):
+        if self.keep is None or frame is None:
+            return frame
+        for seen, result in self.recent:
+            if seen is frame:
+                return result
+        result = self.keep(frame)
+        self.recent = self.recent[-1:] + [(frame, result)]
+        return result
 
 
 def _decoded(container, stream, step: float):
@@ -323,25 +444,41 @@ def _decoded(container, stream, step: float):
 def _to_rgb(picked, short_side: int, vs) -> np.ndarray:
     """Frames -> uint8 (T, H, W, 3), short side = short_side, square pixels, rotation applied.
     FFmpeg's swscale converts and resizes; each distinct frame once."""
-    first = picked[0]
-    sar = vs.codec_context.sample_aspect_ratio
-    width = first.width * (float(sar) if sar and float(sar) > 0 else 1.0)
-    scale = short_side / min(width, first.height)
-    out_w = max(1, int(round(width * scale)))
-    out_h = max(1, int(round(first.height * scale)))
-    # display matrix: degrees counter-clockwise (FFmpeg's convention, as np.rot90's k > 0)
-    quarter_turns = int(round(getattr(first, "rotation", 0) / 90)) % 4
-    # one swscale context for all frames, one thread: creating a context per frame (what
-    # frame.to_ndarray(width=, height=) does) costs more than the scaling itself, and loader
-    # workers already use every core
-    reformatter = VideoReformatter()
+    convert = _RGBConverter(short_side, vs)
     converted = {}
     for frame in picked:
         if id(frame) not in converted:
-            rgb = reformatter.reformat(frame, width=out_w, height=out_h, format="rgb24",
-                                       interpolation="BILINEAR", **_ONE_THREAD).to_ndarray()
-            converted[id(frame)] = np.rot90(rgb, quarter_turns) if quarter_turns else rgb
+            converted[id(frame)] = convert(frame)
     return np.stack([converted[id(frame)] for frame in picked])
+
+
+class _RGBConverter:
+    """av frame -> uint8 (H, W, 3) with the short side = short_side, square pixels, rotation
+    applied; the output size and rotation are fixed by the first frame converted."""
+
+    def __init__(self, short_side: int, vs):
+        self.short_side, self.vs = short_side, vs
+        # one swscale context for all frames, one thread: creating a context per frame (what
+        # frame.to_ndarray(width=, height=) does) costs more than the scaling itself, and loader
+        # workers already use every core
+        self.reformatter = VideoReformatter()
+        self.size = None
+
+    def _fix_size(self, first) -> None:
+        sar = self.vs.codec_context.sample_aspect_ratio
+        width = first.width * (float(sar) if sar and float(sar) > 0 else 1.0)
+        scale = self.short_side / min(width, first.height)
+        self.size = (max(1, int(round(width * scale))), max(1, int(round(first.height * scale))))
+        # display matrix: degrees counter-clockwise (FFmpeg's convention, as np.rot90's k > 0)
+        self.quarter_turns = int(round(getattr(first, "rotation", 0) / 90)) % 4
+
+    def __call__(self, frame) -> np.ndarray:
+        if self.size is None:
+            self._fix_size(frame)
+        rgb = self.reformatter.reformat(frame, width=self.size[0], height=self.size[1],
+                                        format="rgb24", interpolation="BILINEAR",
+                                        **_ONE_THREAD).to_ndarray()
+        return np.rot90(rgb, self.quarter_turns) if self.quarter_turns else rgb
 
 
 # ---- audio ------------------------------------------------------------------------------------

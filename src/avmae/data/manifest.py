@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from avmae.config import ConfigError
@@ -267,3 +268,18 @@ def encode_labels(clips: Sequence[Clip], label_column: str, vocab: Vocab,
     out = torch.tensor([[lookup(clip, c, clip.targets[c]) for c in columns] for clip in clips],
                        dtype=torch.int64).reshape(len(clips), len(columns))
     return out[:, 0] if len(columns) == 1 else out
+
+
+class StringColumn:
+    """Many strings in two arrays (utf-8 bytes + offsets): column[i] -> str."""
+
+    def __init__(self, items):
+        data = [str(s).encode() for s in items]
+        self.offsets = np.cumsum([0] + [len(b) for b in data], dtype=np.int64)
+        self.buffer = np.frombuffer(b"".join(data), np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return self.buffer[self.offsets[i]:self.offsets[i + 1]].tobytes().decode()

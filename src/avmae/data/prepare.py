@@ -1,20 +1,14 @@
 """`avmae prepare MANIFEST --out SHARDS`: decode every clip once into tar shards for fast loading.
 
 Decoding an mp4 on the fly costs far more than training needs (the peers' GPUs idle behind
-their decoders). Prepare decodes each clip once, at the centre window (or V evenly spaced
-windows with --views V, for evaluation and for temporal jitter in training), and stores:
-
-    {key}.frames   uint8 (T, H, W, 3) raw RGB at data.short_side     (per view: {key}.{v}.frames)
-    {key}.logmel   float16 (frames, mel_bins) log-mel, unnormalised   (per view: {key}.{v}.logmel)
-    {key}.json     labels, shapes, problems of the clip
-
-in standard tar files (WebDataset layout: the key is the manifest row, zero padded). Beside each
-`shard-NNNNNN.tar` a small `shard-NNNNNN.idx` (JSON) lists each clip's member offsets, shapes and
-labels, so any rank or worker reads any clip by seeking to it: no central index, no scanning.
-`meta.json` records the DataConfig fields that shape the payload (loading refuses a config that
-differs), the label columns and the counts of clips written, skipped and filled, with reasons.
-The log-mel is stored unnormalised: normalisation (data.audio_mean / audio_std) is applied at
-load time, so the same shards serve any statistics.
+their decoders). Prepare decodes each whole clip once and stores it in shards format 2 (the
+layout, and how a window is chosen when a clip is read: avmae.data.shards): every `every`-th
+source frame (default 2: the strides 4 and 2 of the presets and recipes need no others) as JPEG
+at data.short_side, and the log-mel of the whole clip as float16, unnormalised (normalisation,
+data.audio_mean / audio_std, is applied at load time, so the same shards serve any statistics).
+The input length (data.num_frames, frame_stride) is not fixed by the shards: one folder serves
+pretraining (16 frames at stride 4), finetuning (32 at stride 2) and evaluation with any --views.
+Output is the same bytes for any number of workers (clips are written in manifest order).
 """
 
 from __future__ import annotations
@@ -26,17 +20,19 @@ import multiprocessing
 import os
 import sys
 import tarfile
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from avmae.config import ConfigError, DataConfig
-from avmae.data.dataset import (PAYLOAD_FIELDS, SHARDS_FORMAT, SHARDS_VERSION, check_paths_exist,
-                      media_reason)
-from avmae.data.decode import MediaError, read_clip
+from avmae.data.dataset import check_paths_exist, media_reason
+from avmae.data.decode import MediaError, read_whole_clip
+from avmae.data.shards import (DEFAULT_EVERY, DEFAULT_JPEG_QUALITY, PAYLOAD_FIELDS, SHARDS_FORMAT,
+                               SHARDS_VERSION, encode_jpeg)
 from avmae.data.transforms import audio_logmel
 from avmae.data.manifest import Clip, build_vocab, load_manifest
 
@@ -45,31 +41,27 @@ log = logging.getLogger(__name__)
 
 # ---- decoding (runs in worker processes) -----------------------------------------------------
 
-def decode_clip(clip: Clip, data: DataConfig, views: int) -> dict:
-    """Decode the `views` evaluation windows of one clip.
+def decode_clip(clip: Clip, data: DataConfig, every: int, quality: int) -> dict:
+    """Decode one whole clip.
 
-    -> {"views": [(frames uint8 (T,H,W,3) | None, logmel float16 (F, mel) | None)], "problems"}
-    or {"error": reason} for an unreadable clip.
+    -> {"frames": [JPEG bytes] | None, "fps", "first", "logmel": float16 (F, mel) | None,
+    "audio_start", "duration", "problems"}, or {"error": reason} for an unreadable clip.
     """
     try:
-        out, problems = [], []
-        for v in range(views):
-            raw = read_clip(clip.path, data, rng=None, view=v, num_views=views,
-                            start=clip.start, end=clip.end)
-            logmel = None
-            if raw.waveform is not None:
-                logmel = audio_logmel(raw.waveform, data).numpy().astype(np.float16)
-            frames = None if raw.frames is None else np.ascontiguousarray(raw.frames, np.uint8)
-            out.append((frames, logmel))
-            problems += [p for p in raw.problems if p not in problems]
-        return {"views": out, "problems": problems}
+        whole = read_whole_clip(clip.path, data, every=every, start=clip.start, end=clip.end,
+                                encode=lambda rgb: encode_jpeg(rgb, quality))
     except (MediaError, OSError) as err:
         return {"error": media_reason(err, clip.path)}
+    logmel = None
+    if whole.waveform is not None:
+        logmel = audio_logmel(whole.waveform, data).numpy().astype(np.float16)
+    return {"frames": whole.frames, "fps": whole.fps, "first": whole.first_frame,
+            "logmel": logmel, "audio_start": whole.audio_start, "duration": whole.duration,
+            "problems": whole.problems}
 
 
 def _decode_task(task):
-    clip, data, views = task
-    return decode_clip(clip, data, views)
+    return decode_clip(*task)
 
 
 def _init_worker():
@@ -99,40 +91,54 @@ class ShardWriter:
         return [offset, len(data)]
 
     def add_clip(self, key: str, row: int, clip: Clip, root: Path, decoded: dict) -> dict:
-        views = []
-        for v, (frames, logmel) in enumerate(decoded["views"]):
-            prefix = key if len(decoded["views"]) == 1 else f"{key}.{v}"
-            stored = {"frames": None, "logmel": None}
-            if frames is not None:
-                stored["frames"] = self.add_member(f"{prefix}.frames", frames.tobytes()) + [list(frames.shape)]
-            if logmel is not None:
-                stored["logmel"] = self.add_member(f"{prefix}.logmel", logmel.tobytes()) + [list(logmel.shape)]
-            views.append(stored)
+        """The clip's .mjpeg, .logmel and .json members; -> its index entry."""
+        video = audio = None
+        if decoded["frames"] is not None:
+            video = self._add_frames(key, decoded)
+        if decoded["logmel"] is not None:
+            logmel = decoded["logmel"]
+            offset, size = self.add_member(f"{key}.logmel", logmel.tobytes())
+            audio = {"offset": offset, "size": size, "frames": int(logmel.shape[0]),
+                     "start": decoded["audio_start"]}
         try:
             rel = str(clip.path.relative_to(root))
         except ValueError:
             rel = str(clip.path)
         targets = {k: list(v) if isinstance(v, tuple) else v for k, v in clip.targets.items()}
         entry = {"key": key, "row": row, "path": rel, "line": clip.line, "start": clip.start,
-                 "end": clip.end, "targets": targets, "problems": decoded["problems"]}
-        # The json member describes the clip for any tar reader (dtypes, shapes per view).
-        described = dict(entry, views=[{m: None if s is None else {"shape": s[2], "dtype": dt}
-                                        for (m, dt), s in zip((("frames", "uint8"),
-                                                               ("logmel", "float16")),
-                                                              (st["frames"], st["logmel"]))}
-                                       for st in views])
-        self.add_member(f"{key}.json", json.dumps(described).encode())
-        entry["views"] = views
+                 "end": clip.end, "targets": targets, "problems": decoded["problems"],
+                 "duration": decoded["duration"], "video": video, "audio": audio}
+        self.add_member(f"{key}.json", json.dumps(entry).encode())  # for any tar reader
         self.clips.append(entry)
         return entry
 
-    def close(self) -> dict:
+    def _add_frames(self, key: str, decoded: dict) -> dict:
+        """JPEG frames back to back in one member; frame j is bytes
+        [frame_offsets[j], frame_offsets[j + 1]) of it."""
+        frames = decoded["frames"]
+        offset, size = self.add_member(f"{key}.mjpeg", b"".join(frames))
+        height, width = decode_size(frames[0])
+        return {"offset": offset, "size": size, "fps": decoded["fps"], "first": decoded["first"],
+                "height": height, "width": width,
+                "frame_offsets": np.cumsum([0] + [len(f) for f in frames]).tolist()}
+
+    def close(self, skipped: list[dict]) -> dict:
+        """Finish the tar, then write the index (last: a shard with an index is complete).
+        skipped: the clips skipped since the previous shard. -> the index."""
         self.tar.close()
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.folder / self.tar_name)
-        _write_json(self.folder / self.index_name, {"tar": self.tar_name, "clips": self.clips})
-        return {"tar": self.tar_name, "index": self.index_name, "clips": len(self.clips)}
+        index = {"tar": self.tar_name, "clips": self.clips, "skipped": skipped,
+                 "last_row": self.clips[-1]["row"]}
+        _write_json(self.folder / self.index_name, index)
+        return index
+
+
+def decode_size(jpeg: bytes) -> tuple[int, int]:
+    """(height, width) of a JPEG, from its header."""
+    with Image.open(io.BytesIO(jpeg)) as img:
+        return img.height, img.width
 
 
 def _write_json(path: Path, obj) -> None:
@@ -142,87 +148,184 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _clear(out: Path, overwrite: bool) -> None:
-    old = [p for p in out.iterdir() if p.name == "meta.json" or p.name.startswith("shard-")]
+    old = [p for p in out.iterdir() if p.name in ("meta.json", SETTINGS)
+           or p.name.startswith("shard-")]
     if old and not overwrite:
-        raise ConfigError(f"{out} already holds shards; choose another --out or pass --overwrite")
+        raise ConfigError(f"{out} already holds shards; choose another --out, pass --overwrite, "
+                          "or --resume an interrupted prepare")
     for p in old:
         p.unlink()
 
 
+SETTINGS = "prepare.json"   # what an unfinished prepare was asked to do (for --resume)
+
+
+def _finished_shards(out: Path, settings: dict) -> list[dict]:
+    """The shards an interrupted prepare finished (their index written last), in order; the
+    rest (a tar without its index, temporary files) is removed. Refuses other settings."""
+    path = out / SETTINGS
+    if not path.is_file():
+        raise ConfigError(f"{out} holds no interrupted prepare to resume; run without --resume")
+    key = _first_difference(json.loads(path.read_text()), settings)
+    if key:
+        raise ConfigError(f"{out} was being prepared with {key}; resume with the same settings, "
+                          "or pass --overwrite")
+    done = []
+    while (out / f"shard-{len(done):06d}.idx").is_file():
+        done.append(json.loads((out / f"shard-{len(done):06d}.idx").read_text()))
+    for p in out.iterdir():
+        if p.name.startswith("shard-") and not any(p.name in (d["tar"], d["tar"][:-3] + "idx")
+                                                   for d in done):
+            p.unlink()
+    return done
+
+
+def _first_difference(before: dict, now: dict) -> str | None:
+    """'data.short_side=36, not 40' for the first setting that differs, else None."""
+    old, new = _flat(before), _flat(now)
+    for key, value in new.items():
+        if old.get(key) != value:
+            return f"{key}={old.get(key)}, not {value}"
+    return None
+
+
+def _flat(settings: dict) -> dict:
+    """{"data": {"short_side": 36}, "every": 2} -> {"data.short_side": 36, "every": 2}."""
+    out = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _ordered(pool, fn, tasks, ahead: int):
+    """fn over tasks in a pool, results in task order, at most `ahead` in flight: constant
+    memory however fast the workers run ahead of the writer."""
+    pending = deque()
+    for task in tasks:
+        pending.append(pool.apply_async(fn, (task,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def _reason_kind(reason: str) -> str:
+    """A skip reason's kind for the progress bar: its text before any detail."""
+    return reason.split(":")[0].strip()[:32] or "unreadable"
+
+
 def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int = 256,
-                   workers: int = 1, views: int = 1, overwrite: bool = False,
-                   progress: bool = True) -> dict:
-    """Decode every clip of a manifest once and write shards + meta.json; -> the meta dict."""
-    if clips_per_shard < 1 or views < 1 or workers < 1:
-        raise ConfigError("--clips-per-shard, --views and --workers must be >= 1")
+                   workers: int = 1, every: int = DEFAULT_EVERY,
+                   jpeg_quality: int = DEFAULT_JPEG_QUALITY, overwrite: bool = False,
+                   resume: bool = False, progress: bool = True) -> dict:
+    """Decode every clip of a manifest once and write shards + meta.json; -> the meta dict.
+    every: keep every `every`-th source frame; jpeg_quality: 1-100 (Pillow's scale).
+    resume: keep the shards an interrupted run finished and carry on after them."""
+    if clips_per_shard < 1 or every < 1 or workers < 1:
+        raise ConfigError("--clips-per-shard, --keep-every and --workers must be >= 1")
+    if not 1 <= jpeg_quality <= 100:
+        raise ConfigError(f"--jpeg-quality {jpeg_quality} must be in 1..100")
     manifest = load_manifest(manifest_path)
     check_paths_exist(manifest)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
-    _clear(out, overwrite)
+    settings = {"source": str(Path(manifest_path).resolve()), "rows": len(manifest),
+                "data": {name: getattr(data, name) for name in PAYLOAD_FIELDS},
+                "audio_seconds": data.audio_seconds, "every": every,
+                "jpeg_quality": jpeg_quality, "clips_per_shard": clips_per_shard}
+    if resume and (out / "meta.json").is_file():  # finished already: the same settings?
+        meta = json.loads((out / "meta.json").read_text())
+        key = _first_difference(meta, {k: settings[k] for k in ("source", "data", "every",
+                                                                   "jpeg_quality")})
+        if key:
+            raise ConfigError(f"{out} holds finished shards with {key}; pass --overwrite to "
+                              "prepare them again")
+        return meta
+    if resume:
+        done = _finished_shards(out, settings)
+    else:
+        _clear(out, overwrite)
+        _write_json(out / SETTINGS, settings)
+        done = []
+    first = max((d["last_row"] for d in done), default=-1) + 1
+    shards = _write_shards(out, manifest, data, settings, first, len(done), workers, progress)
+    return _write_meta(out, manifest, manifest_path, settings, done + shards)
 
-    tasks = ((clip, data, views) for clip in manifest.clips)
+
+def _write_shards(out: Path, manifest, data, settings, first: int, number: int, workers: int,
+                  progress: bool) -> list[dict]:
+    """Decode rows first.. and write shards numbered from `number`; -> their indexes (the
+    trailing skipped clips, after the last shard, in a last entry without a tar)."""
+    every, quality = settings["every"], settings["jpeg_quality"]
+    tasks = ((clip, data, every, quality) for clip in manifest.clips[first:])
     pool = None
     if workers > 1:
         # fork where available, as torch's DataLoader does (no re-import of torch per worker)
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         pool = context.Pool(workers, initializer=_init_worker)
-        results = pool.imap(_decode_task, tasks, chunksize=1)  # in order: same shards for any W
+        results = _ordered(pool, _decode_task, tasks, 2 * workers)  # same shards for any W
     else:
         results = map(_decode_task, tasks)
-
-    shards, writer, written = [], None, 0
-    skipped, problems, filled = [], Counter(), Counter(audio=0, video=0)
-    bar = tqdm(total=len(manifest), unit="clip", desc="prepare", file=sys.stderr,
+    shards, writer, skipped, kinds = [], None, [], Counter()
+    bar = tqdm(total=len(manifest), initial=first, unit="clip", desc="prepare", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     try:
-        for row, (clip, decoded) in enumerate(zip(manifest.clips, results)):
+        for row, decoded in zip(range(first, len(manifest)), results):
+            clip = manifest.clips[row]
             bar.update(1)
             if "error" in decoded:
                 skipped.append({"path": str(clip.path), "line": clip.line,
                                 "reason": decoded["error"]})
                 log.warning("%s: skipped (%s)", clip.path, decoded["error"])
+                kinds[_reason_kind(decoded["error"])] += 1
+                bar.set_postfix_str("skipped: " + ", ".join(f"{k} {n}" for k, n in
+                                                            kinds.most_common()), refresh=False)
                 continue
             if writer is None:
-                writer = ShardWriter(out, len(shards))
+                writer = ShardWriter(out, number + len(shards))
             writer.add_clip(f"{row:08d}", row, clip, manifest.root, decoded)
-            written += 1
-            problems.update(decoded["problems"])
-            frames, logmel = decoded["views"][0]
-            filled["video"] += frames is None
-            filled["audio"] += logmel is None
-            if len(writer.clips) == clips_per_shard:
-                shards.append(writer.close())
-                writer = None
-            bar.set_postfix(skipped=len(skipped), refresh=False)
+            if len(writer.clips) == settings["clips_per_shard"]:
+                shards.append(writer.close(skipped))
+                writer, skipped = None, []
         if writer is not None:
-            shards.append(writer.close())
+            shards.append(writer.close(skipped))
+            skipped = []
     finally:
         bar.close()
         if pool is not None:
             pool.terminate()
-    if written == 0:
-        reason = skipped[0]["reason"] if skipped else "no rows"
-        raise ConfigError(f"no clip of {manifest_path} could be decoded (first: {skipped[0]['path']}: "
-                          f"{reason})")
+    return shards + ([{"clips": [], "skipped": skipped}] if skipped else [])
 
+
+def _write_meta(out: Path, manifest, manifest_path, settings: dict, indexes: list[dict]) -> dict:
+    """meta.json from the shards' indexes (so a resumed prepare counts what earlier runs did)."""
+    clips = [e for index in indexes for e in index["clips"]]
+    skipped = [s for index in indexes for s in index["skipped"]]
+    if not clips:
+        first = skipped[0] if skipped else {"path": "-", "reason": "no rows"}
+        raise ConfigError(f"no clip of {manifest_path} could be decoded (first: {first['path']}: "
+                          f"{first['reason']})")
     meta = {
         "format": SHARDS_FORMAT, "version": SHARDS_VERSION,
-        "data": {name: getattr(data, name) for name in PAYLOAD_FIELDS},
-        "views": views,
-        "source": str(Path(manifest_path).resolve()),
+        **{k: settings[k] for k in ("data", "every", "jpeg_quality", "audio_seconds", "source")},
         "label_columns": manifest.label_columns,
         "vocab": {c: build_vocab(manifest, c) for c in manifest.label_columns
                   if any(clip.targets[c] for clip in manifest.clips)},
-        "clips": written,
+        "clips": len(clips),
         "skipped": len(skipped),
-        "filled": dict(filled),
-        "problems": dict(problems),
+        "filled": {"audio": sum(e["audio"] is None for e in clips),
+                   "video": sum(e["video"] is None for e in clips)},
+        "problems": dict(Counter(p for e in clips for p in e["problems"])),
         "skipped_clips": skipped,
-        "shards": shards,
+        "shards": [{"tar": i["tar"], "index": i["tar"][:-3] + "idx", "clips": len(i["clips"])}
+                   for i in indexes if i["clips"]],
     }
     _write_json(out / "meta.json", meta)  # last: a folder without it is incomplete
+    (out / SETTINGS).unlink(missing_ok=True)
     return meta
