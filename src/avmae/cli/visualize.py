@@ -8,6 +8,7 @@ from pathlib import Path
 
 from avmae.api import load_clip
 from avmae.checkpoint import PRETRAIN_KIND, writing
+from avmae.config import ConfigError
 from avmae.evaluation import reconstruction_figure
 from avmae.models import load_model
 
@@ -23,7 +24,11 @@ def run(args: argparse.Namespace) -> int:
     model, cfg, _, _, _ = load_model(args.checkpoint, expect=PRETRAIN_KIND,
                                      refusal="'{path}' is a {kind} checkpoint; visualize needs a "
                                              "pretraining checkpoint (it has the decoder)")
-    batch = load_clip(args.clip, cfg)
+    model.config = cfg
+    try:
+        batch = load_clip(args.clip, model)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     with writing(args.out):
         path = reconstruction_figure(model, batch, Path(args.out), seed=args.seed,
                                      title=Path(args.clip).name)

@@ -59,6 +59,19 @@ def finetune_labels(meta: dict[str, str], file: str | Path) -> dict:
                           "it was not written by `avmae finetune`") from None
 
 
+def class_names(kind: str, meta: dict[str, str], file: str | Path) -> list[str] | list[list[str]] | None:
+    """A classifier's class names, index = class id (from the run's vocabulary in its metadata):
+    a list for one head, a list of lists for several (Epic Kitchens' verb and noun); None for a
+    pretraining checkpoint."""
+    if kind != FINETUNE_KIND:
+        return None
+    labels = finetune_labels(meta, file)
+    columns = labels["label_column"].split(",") if isinstance(labels["label_column"], str) else []
+    vocab = labels["vocab"]
+    names = [list(vocab[c]) for c in columns if c in vocab] or [list(v) for v in vocab.values()]
+    return names[0] if len(names) == 1 else names
+
+
 def build_model(cfg: Config, kind: str, num_classes: int | tuple[int, ...] | None = None) -> nn.Module:
     """An empty (randomly initialised) model of checkpoint kind `kind` for `cfg`: AVMAE for
     PRETRAIN_KIND, the classifier of `num_classes` (an int, or one per head) for FINETUNE_KIND."""
