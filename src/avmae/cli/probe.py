@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from avmae.cli.arguments import add_config_arguments
+from avmae.cli.arguments import add_device_argument, add_config_arguments
 from avmae.evaluation.probe import K_NEIGHBOURS, probe
 
 
@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=None,
                         help="data-loader workers (default: data.num_workers)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -279,7 +279,7 @@ def _quickstart(out: Path, plan: Plan) -> dict:
 def synth_args(data: Path, clips: int, test_fraction: float, seed: int) -> list[str]:
     """The `avmae synth` command line of the quickstart's dataset (reproduce uses it too)."""
     return ["synth", str(data), "--clips", str(clips), "--test-fraction", str(test_fraction),
-            "--seed", str(seed)]
+            "--seed", str(seed), "--overwrite"]  # the caller owns (has claimed) the folder
 
 
 def labelled_subset(manifest: Path, out: Path, per_class: int) -> int:

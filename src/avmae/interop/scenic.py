@@ -58,6 +58,11 @@ from avmae.data.manifest import save_vocab
 from avmae.run_dir import claim_run_dir
 
 MODALITY = {"rgb": "video", "spectrogram": "audio"}
+# Fields the parameter tree fixes: a --set of one of them cannot fit the checkpoint's weights.
+ARCHITECTURE_FIELDS = {f"model.{k}" for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size",
+                                              "tubelet_frames", "encoder", "fusion_layers", "decoder",
+                                              "decoder_embed_dim", "decoder_depth", "decoder_num_heads",
+                                              "modalities", "modality_embed")}
 MBT_SUFFIX = {"spec": "audio", "rgb": "video"}   # encoderblock_i_<suffix> in MBT
 OFFICIAL_DEPTH = 24                              # both released models are ViT-L
 HEAD = "ProjectionHeadAndClassifier_0/output_projection"
@@ -457,7 +462,11 @@ def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path
     # Build on the meta device: checks every name and shape without a second copy of the weights.
     with torch.device("meta"):
         model = build_model(cfg, arch.kind, arch.num_classes)
-    fit_weights(model, state, "converted weights do not fit the inferred model", assign=True)
+    arch_fields = [o.split("=", 1)[0].strip() for o in overrides or []
+                   if o.split("=", 1)[0].strip() in ARCHITECTURE_FIELDS]
+    fit_weights(model, state, "the checkpoint's weights do not fit the model"
+                + (f" after --set {', '.join(arch_fields)} (the architecture is read off the "
+                   "checkpoint; drop that --set)" if arch_fields else ""), assign=True)
     what = (f"{arch.encoder} encoder, {arch.decoder} decoder" if arch.kind == PRETRAIN_KIND
             else f"MBT {cfg.finetune.modality}, fusion layer {cfg.finetune.fusion_layer}, "
                  f"{arch.num_classes} classes ({cfg.finetune.label_column})")

@@ -86,7 +86,17 @@ def build_model(cfg: Config, kind: str, num_classes: int | tuple[int, ...] | Non
 
 def fit_weights(model: nn.Module, weights: dict[str, torch.Tensor], what: str, *,
                 assign: bool = False) -> nn.Module:
-    """Load `weights` strictly into `model`; a mismatch is one line, ConfigError(f"{what}: ...")."""
+    """Load `weights` strictly into `model`; a mismatch is one line, ConfigError(f"{what}: ..."),
+    saying how many tensors are missing, unexpected or of another shape, with the first of each."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    problems = [f"{len(found)} {name} (e.g. {found[0]})" for name, found in
+                (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if found]
+    if problems:
+        raise ConfigError(f"{what}: {'; '.join(problems)}")
     try:
         model.load_state_dict(weights, strict=True, assign=assign)
     except RuntimeError as err:

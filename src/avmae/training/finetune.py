@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from avmae import runtime
-from avmae.checkpoint import BEST_NAME, FINETUNE_KIND, PRETRAIN_KIND, load_weights, save_best, writing
+from avmae.checkpoint import BEST_NAME, FINETUNE_KIND, PRETRAIN_KIND, load_weights, save_best, warn, writing
 from avmae.config import (
     FINETUNE_INPUT,
     Config,
@@ -255,6 +255,9 @@ class Finetuning:
         self.log = log = RunLog(run_dir, d.is_main, budget.total_steps, step, "finetune")
         if weights is None:
             log.print(f"init from {self.init}: {report.summary()}")
+            if d.is_main:
+                for line in report.warnings:
+                    warn(line)
         log.print(f"finetuning {f.modality} ({f.architecture}, {f.label_column}: "
                   f"{'+'.join(map(str, classes))} classes) on {len(train_set)} clips, validating on "
                   f"{len(val_set)}; {budget.total_steps} steps of global batch {budget.global_batch} "
