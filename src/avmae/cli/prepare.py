@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from avmae.cli.arguments import positive_int
 from avmae.config import build_config
 from avmae.data import prepare_shards
 
@@ -12,11 +13,11 @@ from avmae.data import prepare_shards
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="CSV manifest (path column relative to its folder)")
     parser.add_argument("--out", required=True, help="shards folder to write")
-    parser.add_argument("--clips-per-shard", type=int, default=256,
+    parser.add_argument("--clips-per-shard", type=positive_int, default=256,
                         help="clips per tar file (default 256: about 1 GB at 16x256p)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                         help="decoding processes (default: all cores)")
-    parser.add_argument("--views", type=int, default=1,
+    parser.add_argument("--views", type=positive_int, default=1,
                         help="temporal windows per clip: 1 = centre; V = V evenly spaced windows "
                              "(evaluation with --views V; training picks one at random)")
     parser.add_argument("--preset", default=None, help="preset whose data settings to use")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from avmae.cli.arguments import add_device_argument, add_config_arguments
+from avmae.cli.arguments import positive_int, add_device_argument, add_config_arguments
 from avmae.evaluation.probe import K_NEIGHBOURS, probe
 
 
@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "config's finetune.label_column, `label`)")
     add_config_arguments(parser, preset_required=False)
     parser.add_argument("--seed", type=int, default=0, help="the random init of `scratch` (default 0)")
-    parser.add_argument("--k", type=int, default=K_NEIGHBOURS,
+    parser.add_argument("--k", type=positive_int, default=K_NEIGHBOURS,
                         help=f"k-NN neighbours (default {K_NEIGHBOURS})")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--workers", type=int, default=None,
                         help="data-loader workers (default: data.num_workers)")
     add_device_argument(parser)
