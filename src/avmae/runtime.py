@@ -39,7 +39,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"--device '{device}' is not a device: use auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

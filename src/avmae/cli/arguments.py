@@ -38,7 +38,7 @@ def device_name(value: str) -> str:
     try:
         resolve_device(value)
     except ConfigError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--device {value}: ")) from None
+        raise argparse.ArgumentTypeError(f"{value}: " + str(err).removeprefix(f"--device {value}: ")) from None
     return value
 
 
