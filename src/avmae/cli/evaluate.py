@@ -11,7 +11,7 @@ from avmae.evaluation import evaluate_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CKPT",
+    parser.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT",
                         help="a finetune run folder (its best checkpoint, else its last), a "
                              "checkpoint folder or a model.safetensors file")
     parser.add_argument("--data", required=True, help="a CSV manifest or a shards folder with the "

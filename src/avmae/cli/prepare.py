@@ -11,7 +11,7 @@ from avmae.data import prepare_shards
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="CSV manifest (path column relative to its folder)")
+    parser.add_argument("manifest", metavar="MANIFEST", help="CSV manifest (path column relative to its folder)")
     parser.add_argument("--out", required=True, help="shards folder to write")
     parser.add_argument("--clips-per-shard", type=positive_int, default=256,
                         help="clips per tar file (default 256: about 1 GB at 16x256p)")

@@ -11,7 +11,7 @@ from avmae.evaluation.probe import K_NEIGHBOURS, probe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN",
+    parser.add_argument("run", metavar="RUN_OR_CHECKPOINT",
                         help="an AV-MAE pretraining run / checkpoint, a finetune run / checkpoint, "
                              "or `scratch` (a random-init AV-MAE encoder; needs --preset)")
     parser.add_argument("--data", required=True, help="labelled training data (manifest or shards)")
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the random init of `scratch` (default 0)")
     parser.add_argument("--k", type=positive_int, default=K_NEIGHBOURS,
                         help=f"k-NN neighbours (default {K_NEIGHBOURS})")
-    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="clips per forward pass")
     parser.add_argument("--workers", type=int, default=None,
                         help="data-loader workers (default: data.num_workers)")
     add_device_argument(parser)

@@ -30,7 +30,7 @@ from avmae.checkpoint import (
     resolve_weights,
     warn,
 )
-from avmae.config import Config, ConfigError
+from avmae.config import Config, ConfigError, a_or_an
 from avmae.models.avmae import AVMAE
 from avmae.models.classifier import build_classifier
 
@@ -79,7 +79,7 @@ def build_model(cfg: Config, kind: str, num_classes: int | tuple[int, ...] | Non
         return AVMAE(cfg.model)
     if kind == FINETUNE_KIND:
         if num_classes is None:
-            raise ConfigError(f"a {FINETUNE_KIND} model needs its head sizes (num_classes)")
+            raise ConfigError(f"{a_or_an(FINETUNE_KIND)} model needs its head sizes (num_classes)")
         return build_classifier(cfg, num_classes)
     raise ConfigError(f"unknown checkpoint kind '{kind}': one of {', '.join(KINDS)}")
 
@@ -129,8 +129,9 @@ def load_model(path: str | Path, purpose: str = "checkpoint", *, expect: str | N
     file = best_or_last(path, purpose)
     weights, cfg, kind, meta = read_weights(file)
     if expect is not None and kind != expect:
-        raise ConfigError((refusal or "'{path}' is a {kind} checkpoint, not a {expect} one")
-                          .format(path=path, kind=kind, expect=expect))
+        raise ConfigError((refusal or "'{path}' is {a_kind} checkpoint, not {a_expect} one")
+                          .format(path=path, kind=kind, expect=expect, a_kind=a_or_an(kind),
+                                  a_expect=a_or_an(expect)))
     if kind == FINETUNE_KIND:
         model = build_model(cfg, kind, head_sizes(finetune_labels(meta, file)["classes"]))
         what = f"'{file}' does not fit the classifier its config describes"

@@ -44,6 +44,7 @@ from avmae.config import (
     ConfigError,
     build_config,
     parse_overrides,
+    plural,
     set_value,
 )
 from avmae.data.dataset import build_dataset, build_loader, build_train_loader
@@ -260,7 +261,7 @@ class Finetuning:
                     warn(line)
         log.print(f"finetuning {f.modality} ({f.architecture}, {f.label_column}: "
                   f"{'+'.join(map(str, classes))} classes) on {len(train_set)} clips, validating on "
-                  f"{len(val_set)}; {budget.total_steps} steps of global batch {budget.global_batch} "
+                  f"{len(val_set)}; {plural(budget.total_steps, 'step')} of global batch {budget.global_batch} "
                   f"on {d.world_size} x {d.device.type}; {lr_summary(t, budget.global_batch, peak_lr)}")
         # One loader for the rest of the run (its workers live as long), from this step's batch on.
         self.batches = iter(build_train_loader(train_set, data_cfg, batch_size=t.batch_size, rank=d.rank,
