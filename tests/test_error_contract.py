@@ -3,6 +3,7 @@ line says, that nothing is reported that did not happen, and the warnings a user
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,9 @@ def test_finetune_prints_the_new_stream_warning(runs, tiny_synth, tmp_path, caps
             "--set", "data.crop_size=32", "--set", "data.audio_seconds=0.64", "--set", "data.num_workers=0",
             "--set", "train.steps=1", "--set", "train.batch_size=2", "--set", "finetune.views=1",
             "--set", "train.figure_clips=0"]
-    main(argv)
+    assert main(argv) == 0
     warnings = [l for l in capsys.readouterr().err.splitlines() if "warning" in l and "video stream" in l]
     assert len(warnings) == 1
+    # The run's class names travel with the classifier (model.labels, index = class id).
+    vocab = json.loads((tmp_path / "ft" / "vocab.json").read_text())["vocab"]
+    assert len(vocab) == 1 and avmae.load(tmp_path / "ft").labels == next(iter(vocab.values()))
