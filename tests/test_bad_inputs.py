@@ -76,6 +76,7 @@ CASES = [
     # --- the top level
     ("unknown-command", ["nosuchcommand"], 2),
     ("unknown-option", ["--bogus"], 2),
+    ("no-command", [], 2),
     # --- synth
     ("synth-clips-0", ["synth", "{out}", "--clips", "0"], 2),
     ("synth-clips-negative", ["synth", "{out}", "--clips", "-3"], 2),
@@ -130,6 +131,10 @@ CASES = [
     ("info-bad-type", ["info", "--preset", "tiny-4l-cpu", "--set", "model.depth=abc"], 2),
     ("info-no-equals", ["info", "--preset", "tiny-4l-cpu", "--set", "model.depth"], 2),
     ("info-bad-recipe", ["info", "--recipe", "nosuch"], 2),
+    ("info-run-missing", ["info", "{missing}"], 2),
+    ("info-run-text", ["info", "{text}"], 2),
+    ("info-run-flax", ["info", "{flax}"], 2),
+    ("info-run-empty-folder", ["info", "{emptydir}"], 2),
     ("info-heads-do-not-divide", ["info", "--preset", "tiny-4l-cpu", "--set", "model.embed_dim=100"], 2),
     # --- pretrain
     ("pretrain-data-missing", ["pretrain", "--preset", "tiny-4l-cpu", "--data", "{missing_csv}", "--out", "{out}"], 2),

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("avmae: error: give a COMMAND (the list: avmae --help)\n")
         return 2
     try:
         return int(args._run(args) or 0)
