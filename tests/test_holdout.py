@@ -8,7 +8,6 @@ import shlex
 from collections import Counter
 from pathlib import Path
 
-import pytest
 
 from avmae.cli import main
 

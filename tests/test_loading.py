@@ -102,9 +102,12 @@ def test_load_model_refuses_another_kind_before_building(tmp_path):
 def test_weights_that_do_not_fit_are_one_line(tmp_path):
     cfg = tiny_cfg()
     state = AVMAE(cfg.model).state_dict()
-    state.pop(next(iter(state)))
+    first = next(iter(state))
+    state.pop(first)
     save_checkpoint(tmp_path / "run", 1, state, cfg, PRETRAIN_KIND)
-    with pytest.raises(ConfigError, match="does not fit the model its config describes: Error"):
+    # What is wrong, counted, with an example (not torch's cut-off "Error(s) in loading state_dict").
+    with pytest.raises(ConfigError, match=f"does not fit the model its config describes: 1 missing "
+                                          f"\\(e.g. {first}\\)$"):
         load_model(tmp_path / "run")
 
 

@@ -458,12 +458,26 @@ def load_weights(path: str | Path, purpose: str = "checkpoint"
     return read_weights(resolve_weights(path, purpose))
 
 
+def looks_like_flax(file: str | Path) -> bool:
+    """True for a Flax msgpack checkpoint (it opens with a msgpack map; a safetensors file opens
+    with its 8-byte header length, then '{')."""
+    try:
+        with open(file, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)) and head[8:9] != b"{"
+
+
 def read_weights(file: Path) -> tuple[dict[str, torch.Tensor], Config, str, dict[str, str]]:
     try:
         with safe_open(str(file), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # safetensors raises several error types for corrupt files
+        if looks_like_flax(file):
+            raise ConfigError(f"'{file}' is a Flax checkpoint (an official Scenic release): run "
+                              f"`avmae import-scenic {file} --out RUN` first, then use RUN") from None
         raise ConfigError(f"cannot read checkpoint '{file}': {one_line(err)}") from None
     if "config" not in meta or meta.get("kind") not in KINDS:
         raise ConfigError(f"'{file}' is not an avmae checkpoint (no config/kind metadata)")

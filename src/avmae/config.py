@@ -14,6 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 step', '2 steps' (the messages count things)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def a_or_an(word: str) -> str:
+    """'a pretraining', 'an avmae_finetune' (the article for a word spelt out in a message)."""
+    return ("an " if str(word)[:1].lower() in "aeiou" else "a ") + str(word)
+
+
 class ConfigError(ValueError):
     """A user-facing configuration problem (bad key, bad value, impossible combination)."""
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from avmae.config import ConfigError
+
 
 @dataclass
 class Dist:
@@ -34,7 +36,24 @@ def resolve_device(device: str = "auto") -> torch.device:
     """'auto' -> cuda where available, else cpu; otherwise the device named."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {device}: no CUDA GPU is visible to this torch "
+                              f"(torch {torch.__version__}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"--device {device}: this machine has {count} CUDA GPU"
+                              f"{'' if count == 1 else 's'} (cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ConfigError(f"--device {device}: Apple's MPS is not available here; use --device cpu or auto")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device {device}: avmae runs on cpu, cuda or mps; use --device auto, cpu or cuda")
+    return dev
 
 
 def setup(device: str = "auto") -> Dist:

@@ -23,7 +23,8 @@ COMMANDS = {
     "prepare": ("avmae.cli.prepare", "turn a manifest of raw videos into shards for fast loading"),
     "stats": ("avmae.cli.stats", "log-mel mean/std (and video stats) of a dataset, as JSON"),
     "presets": ("avmae.cli.presets", "list the presets"),
-    "info": ("avmae.cli.info", "JSON: parameters per part, tokens, visible tokens, GFLOPs"),
+    "info": ("avmae.cli.info", "JSON: parameters per part, tokens, visible tokens, GFLOPs (of a "
+             "preset, or of a run: its model, input and checkpoints)"),
     "pretrain": ("avmae.cli.pretrain", "pretrain an AV-MAE on a manifest or shards"),
     "finetune": ("avmae.cli.finetune", "finetune AST / ViViT / MBT from an AV-MAE checkpoint"),
     "evaluate": ("avmae.cli.evaluate", "evaluate a finetuned checkpoint; JSON metrics on stdout"),
@@ -37,6 +38,16 @@ COMMANDS = {
 }
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default shown (argparse's "(default: X)"), unless its help already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse's own status for bad usage)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
@@ -46,10 +57,12 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only the chosen command's module is imported (a slow or broken optional module
     never affects the other commands)."""
+    from avmae import __version__
     parser = _Parser(prog="avmae", description="Audiovisual Masked Autoencoders")
+    parser.add_argument("--version", action="version", version=f"avmae {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Formatter)
         if name == command:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
@@ -63,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("avmae: error: give a COMMAND (the list: avmae --help)\n")
         return 2
     try:
         return int(args._run(args) or 0)

@@ -29,3 +29,30 @@ def add_run_dir_arguments(parser) -> None:
                         help="continue the run in --out from its newest checkpoint that verifies")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run already in --out (its checkpoints, metrics, figures)")
+
+
+def device_name(value: str) -> str:
+    """argparse type of --device: refuses a device this machine does not have, before any work."""
+    from avmae.config import ConfigError
+    from avmae.runtime import resolve_device
+    try:
+        resolve_device(value)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(f"{value}: " + str(err).removeprefix(f"--device {value}: ")) from None
+    return value
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", type=device_name,
+                        help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
+
+
+def positive_int(value: str) -> int:
+    """argparse type of a count that must be at least 1 (--batch-size, --clips, --views)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} must be at least 1")
+    return n

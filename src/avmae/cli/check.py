@@ -24,7 +24,7 @@ from avmae.run_dir import RunLock
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", help="a run folder (or one checkpoint folder)")
+    parser.add_argument("run", metavar="RUN_OR_CHECKPOINT", help="a run folder (or one checkpoint folder)")
 
 
 def run(args: argparse.Namespace) -> int:

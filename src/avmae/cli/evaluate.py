@@ -7,11 +7,12 @@ import argparse
 import json
 import sys
 
+from avmae.cli.arguments import add_device_argument, positive_int
 from avmae.evaluation import evaluate_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CKPT",
+    parser.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT",
                         help="a finetune run folder (its last checkpoint; see --checkpoint), a "
                              "checkpoint folder or a model.safetensors file")
     parser.add_argument("--checkpoint", dest="which", choices=["last", "best"], default="last",
@@ -20,14 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "data other than what picked it")
     parser.add_argument("--data", required=True, help="a CSV manifest or a shards folder with the "
                         "label column the model was finetuned on")
-    parser.add_argument("--views", type=int, default=None, metavar="N",
+    parser.add_argument("--views", type=positive_int, default=None, metavar="N",
                         help="temporal views per clip, logits averaged (default: the checkpoint's "
                              "finetune.views, 4 as in the paper's B.2)")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="clips per forward pass (default: the checkpoint's train.batch_size)")
     parser.add_argument("--workers", type=int, default=None,
                         help="data loading processes (default: the checkpoint's data.num_workers)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

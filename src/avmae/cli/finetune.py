@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from avmae.cli.arguments import add_config_arguments, add_recipe_argument, add_run_dir_arguments
+from avmae.cli.arguments import add_device_argument, add_config_arguments, add_recipe_argument, add_run_dir_arguments
 from avmae.training.finetune import finetune
 
 
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validation data (its labels must occur in --data, or in --vocab)")
     parser.add_argument("--out", required=True, help="the run folder")
     add_run_dir_arguments(parser)
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    add_device_argument(parser)
     parser.epilog = (
         "Without --recipe finetuning is Table 16 exactly (as --recipe vggsound, but the label column): "
         "SGD, momentum 0.9, train.base_lr=0.8 at train.lr_batch=64 (scaled linearly to your global "

@@ -9,21 +9,39 @@ from avmae.interop import import_scenic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="an official Scenic AV-MAE / MBT checkpoint (legacy Flax msgpack)")
-    parser.add_argument("--out", required=True, help="the run folder to write")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="an official Scenic AV-MAE / MBT checkpoint (legacy Flax msgpack)")
+    parser.add_argument("--out", required=True, metavar="RUN", help="the run folder to write")
     parser.add_argument("--preset", choices=["audioset-large", "vggsound-large"],
                         help="the official setup (input lengths, mask ratios, fusion layer, labels); "
                              "default: the one that fits the checkpoint")
-    parser.add_argument("--labels", help="class names for a classifier: one per line, or a CSV with a "
-                                         "display_name column (AudioSet's class_labels_indices.csv)")
+    parser.add_argument("--labels", metavar="FILE",
+                        help="class names for a classifier, in the head's order: avmae's vocab.json, "
+                             "a CSV with a display_name column (AudioSet's class_labels_indices.csv), "
+                             "or a text file with one name per line")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                        help="override a config field of the written run (e.g. data.audio_seconds=8)")
+                        help="override a config field of the written run (e.g. data.audio_seconds=8); "
+                             "the architecture is read off the checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
 
+def next_commands(run: str, kind: str) -> str:
+    """The commands that take the written run, by its kind."""
+    from avmae.checkpoint import PRETRAIN_KIND
+    if kind == PRETRAIN_KIND:
+        return (f"next: avmae embed {run} VIDEO... --out features.npz; avmae visualize {run} CLIP.mp4 "
+                f"--out figure.png; avmae finetune --init {run} ...; avmae pretrain --init {run} ...")
+    return (f"next: avmae evaluate {run} --data TEST.csv; avmae probe {run} --data TRAIN --val VAL; "
+            f"avmae embed {run} VIDEO... --out features.npz")
+
+
 def run(args: argparse.Namespace) -> int:
-    import_scenic(args.checkpoint, args.out, preset=args.preset, labels=args.labels,
-                  overrides=args.overrides, overwrite=args.overwrite)
-    print(f"the run '{args.out}' works with: avmae embed, avmae visualize (pretraining), avmae finetune "
-          f"--init / avmae pretrain --init (pretraining), avmae evaluate (classifier)")
+    from safetensors import safe_open
+
+    from avmae.checkpoint import WEIGHTS
+    ckpt = import_scenic(args.checkpoint, args.out, preset=args.preset, labels=args.labels,
+                         overrides=args.overrides, overwrite=args.overwrite)
+    with safe_open(str(ckpt / WEIGHTS), framework="pt") as f:
+        kind = (f.metadata() or {}).get("kind", "")
+    print(next_commands(args.out, kind))
     return 0

@@ -6,11 +6,14 @@ import argparse
 import json
 
 from avmae.cli.arguments import add_config_arguments, add_recipe_argument
-from avmae.config import build_config, describe_pairing
+from avmae.config import ConfigError, build_config, describe_pairing
 from avmae.models import AVMAE, pretrain_flops, token_counts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", nargs="?", metavar="RUN_OR_CHECKPOINT",
+                        help="describe this run (or checkpoint) instead of a preset: its model, "
+                             "tokens and checkpoints")
     add_config_arguments(parser, preset_required=False)
     add_recipe_argument(parser)
 
@@ -46,6 +49,41 @@ def describe(cfg) -> dict:
     if note:
         info["note"] = note
     return info
+
+
+def describe_run(path: str) -> dict:
+    """What `avmae info RUN` prints: the checkpoint's kind and model (as `describe` for a
+    pretraining model; a classifier's modalities, head and input), its tokens and every checkpoint
+    of the run with whether it verifies."""
+    from pathlib import Path
+
+    from avmae.checkpoint import FINETUNE_KIND
+    from avmae.models.loading import class_names, load_model
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"'{path}' does not exist: give a run folder, checkpoint folder or .safetensors")
+    model, cfg, kind, meta, file = load_model(path, purpose="RUN_OR_CHECKPOINT")
+    total, _ = token_counts(cfg)
+    out: dict = {"run": str(p), "kind": kind, "weights": str(file),
+                 "step": int(meta["step"]) if str(meta.get("step", "")).isdigit() else meta.get("step")}
+    if kind == FINETUNE_KIND:
+        labels = class_names(kind, meta, file)
+        out["model"] = {"classifier": type(model).__name__, "modality": cfg.finetune.modality,
+                        "architecture": cfg.finetune.architecture, "label_column": meta.get("label_column"),
+                        "task": meta.get("task"), "num_classes": json.loads(meta["num_classes"]),
+                        "first_labels": (labels[:5] if labels and isinstance(labels[0], str) else None),
+                        **{k: getattr(cfg.model, k) for k in ("embed_dim", "depth", "num_heads")}}
+        out["total_params"] = _count(model.parameters())
+    else:
+        out.update(describe(cfg))
+    out["input"] = {"num_frames": cfg.data.num_frames, "frame_stride": cfg.data.frame_stride,
+                    "crop_size": cfg.data.crop_size, "audio_seconds": cfg.data.audio_seconds}
+    out["tokens"] = {m: total.get(m, 0) for m in model.modalities}
+    if (p / "checkpoints").is_dir():
+        from avmae.checkpoint import checkpoint_states
+        out["checkpoints"] = {folder.name: state for folder, state in checkpoint_states(p)}
+    return out
 
 
 def describe_recipe(name: str, preset: str | None, overrides: list[str]) -> dict:
@@ -89,6 +127,11 @@ def describe_recipe(name: str, preset: str | None, overrides: list[str]) -> dict
 
 def run(args: argparse.Namespace) -> int:
     from avmae.config import ConfigError
+    if args.run is not None:
+        if args.preset is not None or args.recipe is not None or args.overrides:
+            raise ConfigError("give either RUN_OR_CHECKPOINT or --preset/--recipe/--set, not both")
+        print(json.dumps(describe_run(args.run), indent=2))
+        return 0
     if args.recipe is not None:
         print(json.dumps(describe_recipe(args.recipe, args.preset, args.overrides), indent=2))
         return 0

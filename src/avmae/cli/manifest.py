@@ -10,7 +10,8 @@ from avmae.data import DATASETS, SPLITS, VAL_FRACTION, write_manifests
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", choices=DATASETS)
+    parser.add_argument("dataset", choices=DATASETS, metavar="DATASET",
+                        help=f"which official annotations: one of {', '.join(DATASETS)}")
     parser.add_argument("annotations", nargs="+", metavar="ANNOTATION",
                         help="the official annotation files (see the description)")
     parser.add_argument("--videos", required=True, metavar="DIR",

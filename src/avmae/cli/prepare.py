@@ -5,21 +5,22 @@ from __future__ import annotations
 import argparse
 import os
 
+from avmae.cli.arguments import positive_int
 from avmae.config import build_config
 from avmae.data import DEFAULT_EVERY, DEFAULT_JPEG_QUALITY, prepare_shards
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="CSV manifest (path column relative to its folder)")
+    parser.add_argument("manifest", metavar="MANIFEST", help="CSV manifest (path column relative to its folder)")
     parser.add_argument("--out", required=True, help="shards folder to write")
-    parser.add_argument("--clips-per-shard", type=int, default=256,
+    parser.add_argument("--clips-per-shard", type=positive_int, default=256,
                         help="clips per tar file (default 256: about 0.6 GB of 10 s clips at 256p)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,
                         help="decoding processes (default: all cores)")
-    parser.add_argument("--keep-every", type=int, default=DEFAULT_EVERY,
+    parser.add_argument("--keep-every", type=positive_int, default=DEFAULT_EVERY,
                         help="keep every Nth source frame (default 2: serves frame strides 2 and "
                              "4, i.e. pretraining 16x4 and finetuning 32x2; 1 for any stride)")
-    parser.add_argument("--jpeg-quality", type=int, default=DEFAULT_JPEG_QUALITY,
+    parser.add_argument("--jpeg-quality", type=positive_int, default=DEFAULT_JPEG_QUALITY,
                         help="JPEG quality of the stored frames, 1-100 (default 90; "
                              "BENCHMARKS.md: bytes and PSNR)")
     parser.add_argument("--preset", default=None, help="preset whose data settings to use")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from avmae.checkpoint import PRETRAIN_KIND, load_weights
-from avmae.cli.arguments import add_config_arguments, add_recipe_argument, add_run_dir_arguments
+from avmae.cli.arguments import add_device_argument, add_config_arguments, add_recipe_argument, add_run_dir_arguments
 from avmae.config import ConfigError, build_config
 from avmae.recipes import recipe_overrides
 from avmae.training.pretrain import pretrain
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", metavar="CKPT_OR_RUN",
                         help="start from the weights of an AV-MAE pretraining checkpoint (e.g. an "
                              "`avmae import-scenic` run) on your data: its config, a fresh optimiser")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    add_device_argument(parser)
     parser.add_argument("--knn-data", metavar="LABELLED",
                         help="with --knn-val: at each checkpoint, log the k-NN top-1 of the frozen "
                              "features (labelled clips of LABELLED as the bank, scored on --knn-val; "

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from avmae.cli.arguments import add_config_arguments
+from avmae.cli.arguments import positive_int, add_device_argument, add_config_arguments
 from avmae.evaluation.probe import K_NEIGHBOURS, probe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN",
+    parser.add_argument("run", metavar="RUN_OR_CHECKPOINT",
                         help="an AV-MAE pretraining run / checkpoint, a finetune run / checkpoint, "
                              "or `scratch` (a random-init AV-MAE encoder; needs --preset)")
     parser.add_argument("--data", required=True, help="labelled training data (manifest or shards)")
@@ -23,12 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "config's finetune.label_column, `label`)")
     add_config_arguments(parser, preset_required=False)
     parser.add_argument("--seed", type=int, default=0, help="the random init of `scratch` (default 0)")
-    parser.add_argument("--k", type=int, default=K_NEIGHBOURS,
+    parser.add_argument("--k", type=positive_int, default=K_NEIGHBOURS,
                         help=f"k-NN neighbours (default {K_NEIGHBOURS})")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="clips per forward pass")
     parser.add_argument("--workers", type=int, default=None,
                         help="data-loader workers (default: data.num_workers)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -50,6 +50,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from avmae.cli.arguments import positive_int
 from avmae.config import ConfigError, RunError
 
 PRESET = "tiny-4l-cpu"
@@ -120,14 +121,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"a reduced run ({FAST.clips} clips, {FAST.pretrain_steps} pretraining and "
                              f"{FAST.finetune_steps} finetuning steps; about 35 seconds) that checks the "
                              "pipeline, not the method: its table means nothing")
-    parser.add_argument("--clips", type=int, default=None,
+    parser.add_argument("--clips", type=positive_int, default=None,
                         help=f"synthetic clips, training and test (default {Plan.clips})")
-    parser.add_argument("--test-clips", type=int, default=None,
+    parser.add_argument("--test-clips", type=positive_int, default=None,
                         help=f"of which held out for testing, up to rounding in each of the 8 classes "
                              f"(default {Plan.test_clips})")
-    parser.add_argument("--pretrain-steps", type=int, default=None, help="default 600")
-    parser.add_argument("--finetune-steps", type=int, default=None, help="per model, default 300")
-    parser.add_argument("--labelled-per-class", type=int, default=None,
+    parser.add_argument("--pretrain-steps", type=positive_int, default=None, help="default 600")
+    parser.add_argument("--finetune-steps", type=positive_int, default=None, help="per model, default 300")
+    parser.add_argument("--labelled-per-class", type=positive_int, default=None,
                         help="labelled training clips per class for finetuning (default 12)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the synthetic dataset and of every training run (default 0)")
@@ -291,7 +292,7 @@ def _quickstart(out: Path, plan: Plan) -> dict:
 def synth_args(data: Path, clips: int, test_fraction: float, seed: int) -> list[str]:
     """The `avmae synth` command line of the quickstart's dataset (reproduce uses it too)."""
     return ["synth", str(data), "--clips", str(clips), "--test-fraction", str(test_fraction),
-            "--seed", str(seed)]
+            "--seed", str(seed), "--overwrite"]  # the caller owns (has claimed) the folder
 
 
 def labelled_subset(manifest: Path, out: Path, per_class: int) -> int:

@@ -50,6 +50,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from avmae.cli.arguments import positive_int
 from avmae.checkpoint import step_checkpoints, step_name, writing
 from avmae.config import ConfigError, PRESETS, build_config
 from avmae.cli.quickstart import (FINETUNE_RECIPE, PRETRAIN_RECIPE, Plan, avmae, evaluate_last, labelled_subset,
@@ -154,9 +155,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the synthetic dataset and of every run (default %(default)s)")
     parser.add_argument("--preset", default="tiny-4l-cpu", help="model and input sizes (default %(default)s)")
-    parser.add_argument("--pretrain-steps", type=int, default=600, help="per row (default %(default)s)")
-    parser.add_argument("--finetune-steps", type=int, default=300, help="per cell (default %(default)s)")
-    parser.add_argument("--clips", type=int, default=Plan.clips,
+    parser.add_argument("--pretrain-steps", type=positive_int, default=600, help="per row (default %(default)s)")
+    parser.add_argument("--finetune-steps", type=positive_int, default=300, help="per cell (default %(default)s)")
+    parser.add_argument("--clips", type=positive_int, default=Plan.clips,
                         help="synthetic clips when --data is not given (default %(default)s: the "
                              f"quickstart's {Plan.clips - Plan.test_clips} training and {Plan.test_clips} "
                              "test clips; other counts keep its test fraction)")

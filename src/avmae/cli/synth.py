@@ -36,6 +36,7 @@ import csv
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -472,14 +473,25 @@ def _validate(out_dir, clips, seed, seconds, size, fps, test_fraction, workers) 
     return out
 
 
+# What a dataset folder holds: an existing one is replaced only with --overwrite.
+DATASET_FILES = ("clips", "train.csv", "test.csv", "clips.jsonl", "classes.json")
+
+
 def generate(out_dir: str | os.PathLike, *, clips: int = DEFAULTS["clips"], seed: int = DEFAULTS["seed"],
              seconds: float = DEFAULTS["seconds"], size: int = DEFAULTS["size"], fps: int = DEFAULTS["fps"],
              test_fraction: float = DEFAULTS["test_fraction"], workers: int = 1,
-             progress: bool = True) -> dict:
-    """Write the dataset to `out_dir`; returns a summary (clip counts, paths, seconds taken)."""
+             progress: bool = True, overwrite: bool = False) -> dict:
+    """Write the dataset to `out_dir`; returns a summary (clip counts, paths, seconds taken). A
+    dataset already there is refused unless overwrite=True (then its clips/ is replaced)."""
     from tqdm import tqdm
 
     out = _validate(out_dir, clips, seed, seconds, size, fps, test_fraction, workers)
+    existing = [n for n in DATASET_FILES if (out / n).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"OUT_DIR {out} already holds a dataset ({', '.join(existing)}): add "
+                          "--overwrite to replace it, or choose another folder")
+    if existing and (out / "clips").is_dir():
+        shutil.rmtree(out / "clips")
     try:
         (out / "clips").mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -549,11 +561,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of each class in test.csv (default %(default)s)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="processes encoding clips (default min(2, CPUs))")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a dataset already in OUT_DIR (its clips and manifests)")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = generate(args.out_dir, clips=args.clips, seed=args.seed, seconds=args.seconds, size=args.size,
-                       fps=args.fps, test_fraction=args.test_fraction, workers=args.workers)
+                       fps=args.fps, test_fraction=args.test_fraction, workers=args.workers,
+                       overwrite=args.overwrite)
     print(f"wrote {summary['clips']} clips ({summary['train']} train, {summary['test']} test) to "
           f"{summary['out_dir']} in {summary['seconds_taken']} s")
     return 0

@@ -267,6 +267,11 @@ def read_annotations(dataset: str, files: list[Path]) -> tuple[list[Row], dict]:
     for path in files:
         if not path.is_file():
             raise ConfigError(f"annotation file {path} not found")
+        try:
+            path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"annotation file {path} is not UTF-8 text (byte {err.start}); give the "
+                              "official CSV as downloaded") from None
     if dataset == "vggsound":
         rows, vocab = [], {"label": []}
         for path in files:

@@ -25,6 +25,7 @@ its training data, writes it beside the run (`save_vocab`) and every later stage
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -102,7 +103,12 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
     root = source.resolve().parent
     clips = []
     # utf-8-sig: spreadsheets often write a byte-order mark before the header.
-    with open(source, newline="", encoding="utf-8-sig") as f:
+    try:
+        text = source.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"manifest {source} is not UTF-8 text (byte {err.start}: "
+                          f"{err.object[err.start:err.start + 1]!r}): save it as a UTF-8 CSV") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         try:
             header = next(reader)

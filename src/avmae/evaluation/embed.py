@@ -1,7 +1,9 @@
 """`avmae embed CKPT INPUT... --out FEATURES.npz`: per-clip embeddings of a pretrained AV-MAE.
 
 Each clip's embedding per modality is the mean of its encoded tokens, with no masking (the
-encoder surface `AVMAE.forward_features`). INPUT is a manifest CSV, a shards folder, or any number
+encoder surface `forward_features`): of a pretraining model (AVMAE), or of a finetuned classifier's
+streams (its modalities, before the head), as `avmae probe` reads them. A file whose clips are all
+unreadable is an error and nothing is written. INPUT is a manifest CSV, a shards folder, or any number
 of media files. The .npz holds `audio` and/or `video` (N, D) float32, `has_audio` / `has_video`
 (False where the clip had no such stream and its input was filled with zeros), `index` (row of the
 input) and `path`; unreadable clips are listed in `skipped`.
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avmae.checkpoint import PRETRAIN_KIND, writing
+from avmae.checkpoint import writing
 from avmae.config import ConfigError
 from avmae.data.dataset import build_dataset, build_loader
 from avmae.runtime import resolve_device
@@ -58,8 +60,12 @@ def pooled_batches(model: torch.nn.Module, loader, device: torch.device, inputs:
 @torch.no_grad()
 def embed(checkpoint: str, inputs: list[str], out: str, *, batch_size: int = 8,
           workers: int | None = None, device: str = "auto") -> dict:
-    model, cfg, _, _, _ = load_model(checkpoint, expect=PRETRAIN_KIND,
-                                     refusal="'{path}' is a {kind} checkpoint; embed takes a pretraining checkpoint")
+    if Path(out).suffix.lower() != ".npz":
+        raise ConfigError(f"--out '{out}': the features are written as an .npz file; give a name "
+                          "ending in .npz")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size} must be at least 1")
+    model, cfg, _, _, _ = load_model(checkpoint)   # a pretraining model or a classifier's streams
     dev = resolve_device(device)
     model.to(dev).eval()
     with tempfile.TemporaryDirectory() as scratch:
@@ -77,7 +83,12 @@ def embed(checkpoint: str, inputs: list[str], out: str, *, batch_size: int = 8,
                 feats[m].append(z.numpy())                               # mean of encoded tokens
                 present[m].append(batch[f"has_{m}"].numpy())
             indices.append(batch["index"].numpy())
-    index = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
+    if not indices:
+        n = len(dataset.paths)
+        what = ("the one input clip could not be read" if n == 1 else
+                f"none of the {n} input clips could be read" + (f" (first: '{dataset.paths[0]}')" if n else ""))
+        raise ConfigError(f"{what}; nothing written to '{out}'")
+    index = np.concatenate(indices)
     index, first = np.unique(index, return_index=True)        # evaluation ranks pad by wrapping
     paths = np.array([str(dataset.paths[i]) for i in index])
     result = {"index": index, "path": paths}

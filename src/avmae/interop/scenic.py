@@ -52,12 +52,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from avmae.checkpoint import FINETUNE_KIND, PRETRAIN_KIND, save_checkpoint, writing
+from avmae.checkpoint import FINETUNE_KIND, PRETRAIN_KIND, save_checkpoint, warn, writing
 from avmae.config import FINETUNE_INPUT, PRESETS, Config, ConfigError, build_config, set_value
 from avmae.data.manifest import save_vocab
 from avmae.run_dir import claim_run_dir
 
 MODALITY = {"rgb": "video", "spectrogram": "audio"}
+# Fields the parameter tree fixes: a --set of one of them cannot fit the checkpoint's weights.
+ARCHITECTURE_FIELDS = {f"model.{k}" for k in ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size",
+                                              "tubelet_frames", "encoder", "fusion_layers", "decoder",
+                                              "decoder_embed_dim", "decoder_depth", "decoder_num_heads",
+                                              "modalities", "modality_embed")}
 MBT_SUFFIX = {"spec": "audio", "rgb": "video"}   # encoderblock_i_<suffix> in MBT
 OFFICIAL_DEPTH = 24                              # both released models are ViT-L
 HEAD = "ProjectionHeadAndClassifier_0/output_projection"
@@ -361,27 +366,66 @@ def build_import_config(arch: Architecture, preset: str | None, overrides: list[
     return cfg, chosen
 
 
-def read_labels(path: str | None, count: int) -> list[str]:
-    """Class names in head order: a text file (one per line), or a CSV with a `display_name` column
-    in index order (AudioSet's class_labels_indices.csv). Without a file: class_000, class_001, ..."""
+def read_labels(path: str | None, count: int, column: str = "label") -> list[str]:
+    """Class names in head order, from one of:
+      - avmae's vocab.json ({"vocab": {column: [names]}}, what `avmae manifest` and a finetune run
+        write): the `column` list, or the only one;
+      - a CSV with a `display_name` column (AudioSet's class_labels_indices.csv: index,mid,
+        display_name), ordered by its `index` column where it has one;
+      - a text file, one name per line.
+    Without a file: class_000, class_001, ..."""
     if path is None:
         return [f"class_{i:03d}" for i in range(count)]
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--labels '{path}' not found")
-    text = p.read_text(encoding="utf-8-sig")
-    rows = list(csv.reader(text.splitlines()))
-    if rows and "display_name" in [c.strip() for c in rows[0]]:
-        col = [c.strip() for c in rows[0]].index("display_name")
-        names = [r[col].strip() for r in rows[1:] if r]
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--labels '{path}' is not UTF-8 text: give vocab.json, "
+                          "class_labels_indices.csv or a text file of names") from None
+    if text.lstrip().startswith("{"):
+        names = _vocab_json_names(path, text, column)
     else:
-        names = [line.strip() for line in text.splitlines() if line.strip()]
+        rows = list(csv.reader(text.splitlines()))
+        header = [c.strip() for c in rows[0]] if rows else []
+        if "display_name" in header:
+            col = header.index("display_name")
+            body = [r for r in rows[1:] if r]
+            if "index" in header:
+                i = header.index("index")
+                try:
+                    body.sort(key=lambda r: int(r[i]))
+                except (ValueError, IndexError):
+                    raise ConfigError(f"--labels '{path}': its index column is not whole numbers") from None
+            try:
+                names = [r[col].strip() for r in body]
+            except IndexError:
+                raise ConfigError(f"--labels '{path}': a row has no display_name") from None
+        else:
+            names = [line.strip() for line in text.splitlines() if line.strip()]
     if len(names) != count:
         raise ConfigError(f"--labels '{path}' names {len(names)} classes but the checkpoint's head has "
                           f"{count}: give one name per class, in the head's order")
     if len(set(names)) != len(names):
         raise ConfigError(f"--labels '{path}' repeats a class name")
     return names
+
+
+def _vocab_json_names(path, text: str, column: str) -> list[str]:
+    try:
+        vocab = json.loads(text)["vocab"]
+        if not isinstance(vocab, dict) or not all(
+                isinstance(v, list) and all(isinstance(n, str) for n in v) for v in vocab.values()):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"--labels '{path}' is JSON but not avmae's vocab.json "
+                          '({"vocab": {"column": ["class", ...]}})') from None
+    if column in vocab:
+        return list(vocab[column])
+    if len(vocab) == 1:
+        return list(next(iter(vocab.values())))
+    raise ConfigError(f"--labels '{path}' has no '{column}' column (it has: {', '.join(vocab)})")
 
 
 def import_scenic(checkpoint: str | Path, out: str | Path, *, preset: str | None = None,
@@ -418,7 +462,11 @@ def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path
     # Build on the meta device: checks every name and shape without a second copy of the weights.
     with torch.device("meta"):
         model = build_model(cfg, arch.kind, arch.num_classes)
-    fit_weights(model, state, "converted weights do not fit the inferred model", assign=True)
+    arch_fields = [o.split("=", 1)[0].strip() for o in overrides or []
+                   if o.split("=", 1)[0].strip() in ARCHITECTURE_FIELDS]
+    fit_weights(model, state, "the checkpoint's weights do not fit the model"
+                + (f" after --set {', '.join(arch_fields)} (the architecture is read off the "
+                   "checkpoint; drop that --set)" if arch_fields else ""), assign=True)
     what = (f"{arch.encoder} encoder, {arch.decoder} decoder" if arch.kind == PRETRAIN_KIND
             else f"MBT {cfg.finetune.modality}, fusion layer {cfg.finetune.fusion_layer}, "
                  f"{arch.num_classes} classes ({cfg.finetune.label_column})")
@@ -430,7 +478,11 @@ def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path
                                       "preset": chosen})}
     if arch.kind == FINETUNE_KIND:
         column = cfg.finetune.label_column
-        vocab = {column: read_labels(labels, arch.num_classes)}
+        vocab = {column: read_labels(labels, arch.num_classes, column)}
+        if labels is None:
+            warn(f"no class names given: the classes are named class_000 ... class_{arch.num_classes - 1:03d}; "
+                 f"add the real ones with `avmae import-scenic {checkpoint} --labels FILE --out {out} "
+                 "--overwrite` (vocab.json, class_labels_indices.csv or one name per line)")
         metadata.update({"label_column": column, "task": label_task(column),
                          "num_classes": json.dumps([arch.num_classes]), "vocab": json.dumps(vocab),
                          "init": f"scenic:{checkpoint}"})

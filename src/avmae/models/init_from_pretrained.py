@@ -57,19 +57,34 @@ class InitReport:
     dropped: list[str] = field(default_factory=list)     # checkpoint keys left out by design
     from_scratch: bool = False
 
+    warnings: list[str] = field(default_factory=list)  # one line each, for the user (warn)
+
     def summary(self) -> str:
-        """One line for the log: what was loaded, what is new, what was left out."""
+        """One line for the log: what was loaded, what is new, what was left out (grouped by why,
+        not tensor by tensor)."""
         if self.from_scratch:
             return "initialised from scratch (no checkpoint)"
-        decoder = [k for k in self.dropped if k.startswith(DECODER_PREFIXES)]
-        other = [k for k in self.dropped if not k.startswith(DECODER_PREFIXES)]
-        line = (f"loaded {len(self.loaded)} tensors; new: {', '.join(_compact(self.missing)) or 'none'}; "
-                f"dropped {len(decoder)} decoder tensors")
-        if other:
-            line += f" and {', '.join(_compact(other))}"
+        groups: dict[str, int] = {}
+        for k in self.dropped:
+            groups[_drop_reason(k)] = groups.get(_drop_reason(k), 0) + 1
+        line = f"loaded {len(self.loaded)} tensors; new: {', '.join(_compact(self.missing)) or 'none'}"
+        if groups:
+            line += "; dropped " + ", ".join(f"{n} {why}" for why, n in groups.items())
         if self.unexpected:
-            line += f"; UNEXPECTED: {', '.join(self.unexpected)}"
+            line += f"; UNEXPECTED: {', '.join(_compact(self.unexpected))}"
         return line
+
+
+def _drop_reason(key: str) -> str:
+    """Why a checkpoint tensor was left out by design, in words for the summary line."""
+    if key.startswith(DECODER_PREFIXES):
+        return "decoder tensors (the decoder is discarded, Fig. 1)"
+    if re.match(r"encoder\.streams\.\w+\.norm\.", key):
+        return "stream-norm tensors (the per-stream final norms are dropped, as the official init does)"
+    found = re.match(r"(?:patch_embed|modality_embed|encoder\.streams)\.(\w+)\.?", key)
+    if found:
+        return f"{found.group(1)}-stream tensors (a modality the classifier does not take)"
+    return "other tensors"
 
 
 def _compact(keys: list[str]) -> list[str]:
@@ -211,15 +226,26 @@ def init_classifier_from_avmae(classifier: nn.Module, state_dict: dict[str, torc
     # load_state_dict copies into the classifier's own parameters: nothing stays tied.
     classifier.load_state_dict(mapped, strict=False)
 
-    sources = {_source_modality(m, [m2 for m2, on in (("audio", pretrain.has_audio),
-                                                      ("video", pretrain.has_video)) if on])
-               for m in classifier.modalities}
+    pretrained = [m2 for m2, on in (("audio", pretrain.has_audio), ("video", pretrain.has_video)) if on]
+    sources = {_source_modality(m, pretrained) for m in classifier.modalities}
+    # One final norm shared by the streams (finetune.shared_norm, the official MBT): the per-stream
+    # final norms of mid fusion or separate encoders have no counterpart (the official init drops them).
+    norms_dropped = pretrain.encoder == "mid" or (pretrain.encoder == "separate"
+                                                  and getattr(classifier, "shared_norm", False))
     for key in state_dict:
         if key in used:
             continue
         found = re.match(r"(?:patch_embed|modality_embed|encoder\.streams)\.(\w+)\.?", key)
+        tokeniser = re.match(r"(?:patch_embed|modality_embed)\.(\w+)", key)
         by_design = (key.startswith(DECODER_PREFIXES)
                      or (found is not None and found.group(1) not in sources)    # unused modality
-                     or (pretrain.encoder == "mid" and re.match(r"encoder\.streams\.\w+\.norm\.", key)))
+                     or (tokeniser is not None and tokeniser.group(1) not in classifier.modalities)
+                     or (norms_dropped and re.match(r"encoder\.streams\.\w+\.norm\.", key)))
         (report.dropped if by_design else report.unexpected).append(key)
+    for m in classifier.modalities:
+        if m not in pretrained:
+            report.warnings.append(
+                f"the checkpoint was pretrained on {' and '.join(pretrained)} only: the {m} stream's "
+                f"tokeniser (patch_embed.{m}) starts from random initialisation and its layers from "
+                f"the {pretrained[0]} stream's weights; expect {m} to need more finetuning")
     return report

@@ -30,7 +30,7 @@ from avmae.checkpoint import (
     resolve_weights,
     warn,
 )
-from avmae.config import Config, ConfigError
+from avmae.config import Config, ConfigError, a_or_an
 from avmae.models.avmae import AVMAE
 from avmae.models.classifier import build_classifier
 
@@ -59,6 +59,19 @@ def finetune_labels(meta: dict[str, str], file: str | Path) -> dict:
                           "it was not written by `avmae finetune`") from None
 
 
+def class_names(kind: str, meta: dict[str, str], file: str | Path) -> list[str] | list[list[str]] | None:
+    """A classifier's class names, index = class id (from the run's vocabulary in its metadata):
+    a list for one head, a list of lists for several (Epic Kitchens' verb and noun); None for a
+    pretraining checkpoint."""
+    if kind != FINETUNE_KIND:
+        return None
+    labels = finetune_labels(meta, file)
+    columns = labels["label_column"].split(",") if isinstance(labels["label_column"], str) else []
+    vocab = labels["vocab"]
+    names = [list(vocab[c]) for c in columns if c in vocab] or [list(v) for v in vocab.values()]
+    return names[0] if len(names) == 1 else names
+
+
 def build_model(cfg: Config, kind: str, num_classes: int | tuple[int, ...] | None = None) -> nn.Module:
     """An empty (randomly initialised) model of checkpoint kind `kind` for `cfg`: AVMAE for
     PRETRAIN_KIND, the classifier of `num_classes` (an int, or one per head) for FINETUNE_KIND."""
@@ -66,14 +79,24 @@ def build_model(cfg: Config, kind: str, num_classes: int | tuple[int, ...] | Non
         return AVMAE(cfg.model)
     if kind == FINETUNE_KIND:
         if num_classes is None:
-            raise ConfigError(f"a {FINETUNE_KIND} model needs its head sizes (num_classes)")
+            raise ConfigError(f"{a_or_an(FINETUNE_KIND)} model needs its head sizes (num_classes)")
         return build_classifier(cfg, num_classes)
     raise ConfigError(f"unknown checkpoint kind '{kind}': one of {', '.join(KINDS)}")
 
 
 def fit_weights(model: nn.Module, weights: dict[str, torch.Tensor], what: str, *,
                 assign: bool = False) -> nn.Module:
-    """Load `weights` strictly into `model`; a mismatch is one line, ConfigError(f"{what}: ...")."""
+    """Load `weights` strictly into `model`; a mismatch is one line, ConfigError(f"{what}: ..."),
+    saying how many tensors are missing, unexpected or of another shape, with the first of each."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in weights and tuple(weights[k].shape) != tuple(own[k].shape)]
+    problems = [f"{len(found)} {name} (e.g. {found[0]})" for name, found in
+                (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if found]
+    if problems:
+        raise ConfigError(f"{what}: {'; '.join(problems)}")
     try:
         model.load_state_dict(weights, strict=True, assign=assign)
     except RuntimeError as err:
@@ -113,8 +136,9 @@ def load_model(path: str | Path, purpose: str = "checkpoint", *, expect: str | N
     file = best_or_last(path, purpose) if prefer == "best" else resolve_weights(path, purpose)
     weights, cfg, kind, meta = read_weights(file)
     if expect is not None and kind != expect:
-        raise ConfigError((refusal or "'{path}' is a {kind} checkpoint, not a {expect} one")
-                          .format(path=path, kind=kind, expect=expect))
+        raise ConfigError((refusal or "'{path}' is {a_kind} checkpoint, not {a_expect} one")
+                          .format(path=path, kind=kind, expect=expect, a_kind=a_or_an(kind),
+                                  a_expect=a_or_an(expect)))
     if kind == FINETUNE_KIND:
         model = build_model(cfg, kind, head_sizes(finetune_labels(meta, file)["classes"]))
         what = f"'{file}' does not fit the classifier its config describes"

@@ -50,13 +50,14 @@ import torch
 import torch.nn.functional as F
 
 from avmae import runtime
-from avmae.checkpoint import BEST_NAME, FINETUNE_KIND, PRETRAIN_KIND, load_weights, save_best, writing
+from avmae.checkpoint import BEST_NAME, FINETUNE_KIND, PRETRAIN_KIND, load_weights, save_best, warn, writing
 from avmae.config import (
     FINETUNE_INPUT,
     Config,
     ConfigError,
     build_config,
     parse_overrides,
+    plural,
     set_value,
 )
 from avmae.data.dataset import build_dataset, build_loader, build_train_loader
@@ -275,9 +276,12 @@ class Finetuning:
         self.log = log = RunLog(run_dir, d.is_main, budget.total_steps, step, "finetune")
         if weights is None:
             log.print(f"init from {self.init}: {report.summary()}")
+            if d.is_main:
+                for line in report.warnings:
+                    warn(line)
         log.print(f"finetuning {f.modality} ({f.architecture}, {f.label_column}: "
                   f"{'+'.join(map(str, classes))} classes) on {len(train_set)} clips, validating on "
-                  f"{len(val_set)} ({self.val}); {budget.total_steps} steps of global batch "
+                  f"{len(val_set)} ({self.val}); {plural(budget.total_steps, 'step')} of global batch "
                   f"{budget.global_batch} = {t.batch_size} x {t.accum_steps} accumulated x "
                   f"{d.world_size} {d.device.type} process(es)"
                   + (f" (train.global_batch {t.global_batch})" if t.global_batch else

@@ -42,7 +42,7 @@ from avmae.checkpoint import (
     newest_usable,
     save_checkpoint,
 )
-from avmae.config import Config, ConfigError, RunError, TrainConfig
+from avmae.config import Config, ConfigError, RunError, TrainConfig, a_or_an
 from avmae.models.transformer import set_grad_checkpointing
 from avmae.run_dir import RunLog
 from avmae.runtime import Dist, all_reduce_min, all_reduce_sum
@@ -201,7 +201,7 @@ def load_resume(run_dir: Path, kind: str) -> tuple[dict, dict, Config, Path]:
                           "with --overwrite (or without --resume into a new --out)")
     (weights, cfg, found_kind, _, state), ckpt = newest_usable(run_dir, load_checkpoint, "--resume")
     if found_kind != kind:
-        raise ConfigError(f"--resume: '{ckpt}' is a {found_kind} checkpoint, not {kind}")
+        raise ConfigError(f"--resume: '{ckpt}' is {a_or_an(found_kind)} checkpoint, not {a_or_an(kind)} one")
     return weights, state, cfg, ckpt
 
 

@@ -15,7 +15,7 @@ import torch
 
 from avmae import runtime
 from avmae.checkpoint import PRETRAIN_KIND, writing
-from avmae.config import Config, ConfigError, build_config
+from avmae.config import Config, ConfigError, build_config, plural
 from avmae.data.dataset import build_dataset, build_loader, build_train_loader
 from avmae.models.avmae import AVMAE
 from avmae.models.masking import sample_noise
@@ -118,7 +118,7 @@ class Pretraining:
             self.monitor = KnnMonitor(*self.knn, cfg, d.device)
         self.log = log = RunLog(run_dir, d.is_main, budget.total_steps, step, "pretrain")
         log.print(f"pretraining {cfg.model.encoder} encoder / {cfg.model.decoder} decoder, "
-                  f"{cfg.model.objective} objective on {len(dataset)} clips; {budget.total_steps} steps "
+                  f"{cfg.model.objective} objective on {len(dataset)} clips; {plural(budget.total_steps, 'step')} "
                   f"of global batch {budget.global_batch} on {d.world_size} x {d.device.type}; "
                   f"{lr_summary(t, budget.global_batch, peak_lr)}")
         # One loader for the rest of the run (its workers live as long), from this step's batch on.
