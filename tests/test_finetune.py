@@ -164,7 +164,7 @@ def test_torchrun_two_processes_validate_and_evaluate_like_one(pretrained, tiny_
                                                     "train.batch_size=2", *plain)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert "2 x cpu" in two.stdout
+    assert "x 2 cpu process(es)" in two.stdout  # the finetune line: global batch = b x a x 2 processes
 
     def vals(run):
         rows = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
