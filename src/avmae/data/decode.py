@@ -95,6 +95,12 @@ def read_clip(path, cfg: DataConfig, *, rng: np.random.Generator | None = None,
     if not 0 <= view < num_views:
         raise ValueError(f"view={view} must be in [0, num_views={num_views})")
     path = os.fspath(path)
+    return _decode(path, lambda c: _read(c, path, cfg, rng, view, num_views, start, end, video, audio))
+
+
+def _decode(path: str, read):
+    """read(container) on the opened file; a missing, empty or unopenable file, or a broken index
+    or header found late (e.g. no time base), is a MediaError."""
     if not os.path.isfile(path):
         raise MediaError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
@@ -105,10 +111,10 @@ def read_clip(path, cfg: DataConfig, *, rng: np.random.Generator | None = None,
         raise MediaError(f"{path}: cannot open: {err}") from None
     with container:
         try:
-            return _read(container, path, cfg, rng, view, num_views, start, end, video, audio)
+            return read(container)
         except MediaError:
             raise
-        except _HEADER_ERRORS as err:  # a broken index or header (e.g. no time base) found late
+        except _HEADER_ERRORS as err:
             raise MediaError(f"{path}: {type(err).__name__}: {err}") from None
 
 
@@ -132,21 +138,7 @@ def read_whole_clip(path, cfg: DataConfig, *, every: int, encode, start: float |
     `centre_range` can ask for (zeros outside the file, as read_clip pads). Same errors and
     policy as read_clip; frames past the last decoded one are not kept."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise MediaError(f"{path}: no such file")
-    if os.path.getsize(path) == 0:
-        raise MediaError(f"{path}: zero bytes")
-    try:
-        container = _open(path)
-    except _DECODE_ERRORS as err:
-        raise MediaError(f"{path}: cannot open: {err}") from None
-    with container:
-        try:
-            return _read_whole(container, path, cfg, every, encode, start, end)
-        except MediaError:
-            raise
-        except _HEADER_ERRORS as err:
-            raise MediaError(f"{path}: {type(err).__name__}: {err}") from None
+    return _decode(path, lambda c: _read_whole(c, path, cfg, every, encode, start, end))
 
 
 def _read_whole(container, path, cfg, every, encode, start, end) -> WholeClip:
