@@ -280,3 +280,15 @@ def test_modality_loss_weights_weigh_their_own_modality():
     out = model(*inputs(), generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(out["loss_audio"], out["loss_video"])
     torch.testing.assert_close(out["loss"], (3.0 * out["loss_audio"] + out["loss_video"]) / 4.0)
+
+
+def test_tubelets_by_matmul_equal_the_conv3d():
+    """The GPU form of the tubelet embedding (one matmul) computes the CPU form (Conv3d),
+    leftover frames and pixels dropped alike."""
+    from avmae.models.patch_embed import VideoPatchEmbed, tubelets_by_matmul
+    torch.manual_seed(0)
+    embed = VideoPatchEmbed(24)
+    video = torch.randn(2, 3, 5, 35, 50)
+    conv = embed(video)  # on the CPU: the Conv3d
+    torch.testing.assert_close(tubelets_by_matmul(video, embed.proj.weight, embed.proj.bias,
+                                                  embed.tubelet), conv, rtol=1e-5, atol=1e-5)

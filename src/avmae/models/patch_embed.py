@@ -1,8 +1,9 @@
 """Tokenisers and reconstruction targets (paper Sec. 3.1, 4.1).
 
-Video (B, 3, T, H, W) is cut into 2x16x16 tubelets by a 3-D convolution (computed as one matrix
-multiply over the flattened tubelets: the same numbers, and on a GPU about 8 % of a base pretraining
-step faster than cuDNN's 3-D convolution, which has no tensor-core kernel for it; BENCHMARKS.md, CUDA); the log-mel spectrogram
+Video (B, 3, T, H, W) is cut into 2x16x16 tubelets by a 3-D convolution. On a GPU it is computed
+as one matrix multiply over the flattened tubelets (the same mathematics; a base pretraining step
+14 % faster on an H200 than cuDNN's Conv3d, which has no tensor-core kernel for it); on a CPU the
+Conv3d itself, which oneDNN runs faster than the permute + matmul (BENCHMARKS.md); the log-mel spectrogram
 (B, 1, T_frames, 128) into 16x16 patches by a 2-D convolution. Tokens are ordered as the
 convolution's output grid, flattened: (t, h, w) for video and (time, frequency) for audio.
 Spectrogram frames that do not fill a patch are dropped (DESIGN).
@@ -32,14 +33,21 @@ class VideoPatchEmbed(nn.Module):
         return T // pt, H // ph, W // pw
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        # Conv3d with kernel = stride is a matrix multiply of each flattened tubelet, ordered
-        # (c, pt, ph, pw) as the kernel's (D, C, pt, ph, pw) weight, by the kernel.
-        B, C, T, H, W = video.shape
-        pt, ph, pw = self.tubelet
-        t, h, w = self.grid(video)
-        x = video[:, :, : t * pt, : h * ph, : w * pw].reshape(B, C, t, pt, h, ph, w, pw)
-        x = x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(B, t * h * w, C * pt * ph * pw)
-        return nn.functional.linear(x, self.proj.weight.flatten(1), self.proj.bias)  # (B, N_v, D)
+        if not video.is_cuda:  # oneDNN's Conv3d is the faster of the two on CPUs (BENCHMARKS.md)
+            return self.proj(video).flatten(2).transpose(1, 2)  # (B, N_v, D), (t, h, w) order
+        return tubelets_by_matmul(video, self.proj.weight, self.proj.bias, self.tubelet)
+
+
+def tubelets_by_matmul(video: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       tubelet: tuple[int, int, int]) -> torch.Tensor:
+    """The tubelet Conv3d (kernel = stride) as a matrix multiply of each flattened tubelet,
+    ordered (c, pt, ph, pw) as the (D, C, pt, ph, pw) kernel, by the kernel: (B, N_v, D)."""
+    B, C, T, H, W = video.shape
+    pt, ph, pw = tubelet
+    t, h, w = T // pt, H // ph, W // pw
+    x = video[:, :, : t * pt, : h * ph, : w * pw].reshape(B, C, t, pt, h, ph, w, pw)
+    x = x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(B, t * h * w, C * pt * ph * pw)
+    return nn.functional.linear(x, weight.flatten(1), bias)
 
 
 class AudioPatchEmbed(nn.Module):
