@@ -41,6 +41,7 @@ from avmae.config import Config, ConfigError, DataConfig
 from avmae.data.decode import MediaError, read_clip
 from avmae.data.manifest import StringColumn, as_vocab, build_vocabs, encode_labels, load_manifest
 from avmae.data.shards import ShardSource
+from avmae.data.storage import is_url
 from avmae.data.transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
 
 log = logging.getLogger(__name__)
@@ -197,15 +198,16 @@ class ClipDataset(Dataset):
 def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
                   label_column: str | None = None, vocab: dict | list | None = None,
                   num_views: int = 1) -> ClipDataset:
-    """A manifest CSV or a shards folder -> ClipDataset yielding the sample dict above.
+    """A manifest CSV or a shards folder (a path, or an fsspec URL: avmae.data.storage) ->
+    ClipDataset yielding the sample dict above.
 
     label_column: None (no "label", e.g. pretraining), "label", "labels", "verb", "noun" or
     "verb,noun". vocab: {column: [class names]} (or a plain list for one column); None builds
     it from this data (sorted unique names). The dataset's `vocab` is the one used: save it
     beside the run and pass it to every later stage.
     """
-    path = Path(data)
-    if path.is_dir():
+    path = str(data) if is_url(str(data)) else Path(data)
+    if isinstance(path, str) or path.is_dir():  # a URL is a shards folder (avmae.data.storage)
         source = ShardSource(path, cfg.data, video=cfg.model.has_video, audio=cfg.model.has_audio)
     elif path.is_file():
         source = RawSource(path, cfg.data, video=cfg.model.has_video, audio=cfg.model.has_audio)

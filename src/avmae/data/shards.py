@@ -49,6 +49,7 @@ from avmae.config import ConfigError, DataConfig
 from avmae.data.decode import MediaError, centre_range, draw_centre
 from avmae.data.logmel import FLOAT_EPS, num_frames
 from avmae.data.manifest import Clip, StringColumn
+from avmae.data.storage import open_folder
 
 SHARDS_FORMAT = "avmae-shards"
 SHARDS_VERSION = 2
@@ -107,13 +108,14 @@ def audio_window(logmel: np.ndarray, audio_start: float, centre: float,
 
 class ShardSource:
     """Clips of a format-2 shards folder: one ranged read per member, the window chosen here.
+    The folder is a local path or an fsspec URL (avmae.data.storage: ranged reads, retries).
 
     Per clip the numbers a worker needs are numpy arrays (see dataset.py's note on forked
     workers): member offsets, duration, frame rate, kept frames and their byte offsets."""
 
     def __init__(self, folder: str | os.PathLike, data: DataConfig, *, video: bool = True,
                  audio: bool = True):
-        self.folder = Path(folder)
+        self.folder = open_folder(folder)
         self.meta = read_shards_meta(self.folder)
         check_payload(self.meta, data, self.folder)
         self.every = int(self.meta["every"])
@@ -122,7 +124,7 @@ class ShardSource:
         self.shards = [s["tar"] for s in self.meta["shards"]]
         entries, shard_of = [], []
         for number, shard in enumerate(self.meta["shards"]):
-            clips = json.loads((self.folder / shard["index"]).read_text())["clips"]
+            clips = json.loads(_read_small(self.folder, shard["index"]))["clips"]
             entries += clips
             shard_of += [number] * len(clips)
         if not entries:
@@ -131,7 +133,6 @@ class ShardSource:
         self.paths = StringColumn(e["path"] for e in entries)
         self.shard_of = np.array(shard_of, np.int32)
         self._columns(entries)
-        self._files: dict[int, io.FileIO] = {}
 
     def _columns(self, entries: list[dict]) -> None:
         """The per-clip numbers as arrays; -1 offsets: modality absent."""
@@ -207,31 +208,13 @@ class ShardSource:
         return raw.view(np.float16).reshape(frames, self.mel_bins)
 
     def _read(self, shard: int, offset: int, nbytes: int) -> np.ndarray:
-        """Bytes at an offset, read straight into a fresh uint8 array."""
-        f = self._files.get(shard)
-        if f is None:  # opened lazily, so each worker process opens its own
-            f = self._files[shard] = open(self.folder / self.shards[shard], "rb", buffering=0)
-        buf = np.empty(nbytes, np.uint8)
-        view, got = memoryview(buf), 0
-        f.seek(offset)
-        while got < nbytes:
-            n = f.readinto(view[got:])
-            if not n:
-                raise MediaError(f"shard {self.shards[shard]} is truncated")
-            got += n
-        return buf
+        """Bytes at an offset of a shard (a uint8 array): a ranged read, local or remote."""
+        return self.folder.read(self.shards[shard], offset, nbytes)
 
     def reopen(self) -> None:
-        """Forget files inherited from the parent process (called in each worker): a forked
-        worker must not share a file position with its parent or siblings."""
-        for f in self._files.values():
-            f.close()
-        self._files = {}
-
-    def __getstate__(self):  # pickled for spawned workers: never ship open files
-        state = dict(self.__dict__)
-        state["_files"] = {}
-        return state
+        """Called in each worker: open its own files (a forked worker must not share a file
+        position with its parent or siblings) or its own filesystem object for a URL."""
+        self.folder.reopen()
 
 
 def clip_of(entry: dict) -> Clip:
@@ -243,13 +226,19 @@ def clip_of(entry: dict) -> Clip:
 
 # ---- meta.json ------------------------------------------------------------------------------------
 
-def read_shards_meta(folder: Path) -> dict:
-    """meta.json of a format-2 shards folder; any other format or version is refused."""
-    path = folder / "meta.json"
-    if not path.is_file():
-        raise ConfigError(f"{folder} is not a shards folder (no meta.json); write one with "
-                          "`avmae prepare MANIFEST --out FOLDER`, or pass a manifest CSV")
-    meta = json.loads(path.read_text())
+def read_shards_meta(folder) -> dict:
+    """meta.json of a format-2 shards folder (a path or URL); any other format or version is
+    refused, and so is a folder without one (a missing bucket, a typo)."""
+    folder = open_folder(folder)
+    try:
+        found = folder.exists("meta.json")
+    except Exception as err:  # noqa: BLE001 - whatever storage says, as one line
+        raise ConfigError(f"cannot read {folder}: {_first_line(err)}") from None
+    if not found:
+        where = " (or its bucket) does not exist or" if folder.remote else ""
+        raise ConfigError(f"{folder}{where} is not a shards folder (no meta.json); write one "
+                          "with `avmae prepare MANIFEST --out FOLDER`, or pass a manifest CSV")
+    meta = json.loads(_read_small(folder, "meta.json"))
     if meta.get("format") != SHARDS_FORMAT or meta.get("version") != SHARDS_VERSION:
         found = f"version {meta.get('version')}" if meta.get("format") == SHARDS_FORMAT \
             else "an unknown format"
@@ -259,10 +248,22 @@ def read_shards_meta(folder: Path) -> dict:
     return meta
 
 
-def shards_current(folder: Path) -> bool:
-    """Whether `folder` holds finished shards of this format and version."""
+def _read_small(folder, name: str) -> str:
+    """A small file of the folder (meta.json, an index); a failure is one line."""
     try:
-        meta = json.loads((Path(folder) / "meta.json").read_text())
+        return folder.read_text(name)
+    except Exception as err:  # noqa: BLE001 - whatever storage says, as one line
+        raise ConfigError(f"cannot read {folder}/{name}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err) or type(err).__name__).splitlines()[0]
+
+
+def shards_current(folder) -> bool:
+    """Whether `folder` (a path or URL) holds finished shards of this format and version."""
+    try:
+        meta = json.loads(open_folder(folder).read_text("meta.json"))
     except (OSError, ValueError):
         return False
     return meta.get("format") == SHARDS_FORMAT and meta.get("version") == SHARDS_VERSION

@@ -33,12 +33,16 @@ from avmae.config import ConfigError, DataConfig
 from avmae.data.decode import MediaError, read_clip
 from avmae.data.logmel import FLOAT_EPS
 from avmae.data.manifest import load_manifest
+from avmae.data.storage import is_url
 from avmae.data.transforms import audio_logmel
 
 
 def dataset_stats(data: str | Path, cfg: DataConfig, max_clips: int = 0) -> dict:
     """The statistics `avmae stats` prints, of the manifest `data` read with `cfg` (all clips, or
     `max_clips` spread evenly over the manifest)."""
+    if is_url(str(data)):
+        raise ConfigError(f"{data} is a URL: stats reads local manifests only for now; pass the "
+                          "manifest CSV the shards were prepared from")
     data = Path(data)
     if not data.exists():
         raise ConfigError(f"{data} not found: pass a manifest CSV")

@@ -22,12 +22,16 @@ from tqdm import tqdm
 from avmae.checkpoint import writing
 from avmae.config import ConfigError
 from avmae.data.dataset import build_dataset, build_loader
+from avmae.data.storage import is_url
 from avmae.runtime import resolve_device
 from avmae.models.loading import load_model
 
 
 def _data_source(inputs: list[str], scratch: Path) -> str:
-    """One manifest or shards folder as given, or a manifest written for a list of media files."""
+    """One manifest or shards folder (a path or URL) as given, or a manifest written for a list
+    of media files."""
+    if len(inputs) == 1 and is_url(inputs[0]):  # a shards folder on object storage
+        return inputs[0]
     for p in inputs:
         if not Path(p).exists():
             raise ConfigError(f"input '{p}' does not exist")

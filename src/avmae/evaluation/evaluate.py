@@ -30,6 +30,7 @@ from avmae.checkpoint import FINETUNE_KIND, resolve_weights
 from avmae.models.classifier import FINETUNE_MODALITIES, Classifier
 from avmae.config import Config, ConfigError
 from avmae.data.dataset import ClipDataset, build_dataset, build_loader
+from avmae.data.storage import data_exists
 from avmae.data.manifest import label_columns
 from avmae.evaluation.metrics import classification_metrics
 from avmae.models.loading import finetune_labels, load_model
@@ -169,7 +170,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, views: int 
     of the checkpoint's task plus clips_evaluated, clips_skipped, views, checkpoint (the weights
     file used), checkpoint_choice and data; None on ranks other than 0 under torchrun.
     """
-    if not Path(data).exists():
+    if not data_exists(data):
         raise ConfigError(f"--data '{data}' does not exist: give a CSV manifest or a shards folder")
     model, cfg, labels, file = load_finetuned(checkpoint, which)
     is_run = Path(checkpoint).is_dir() and (Path(checkpoint) / "checkpoints").is_dir()

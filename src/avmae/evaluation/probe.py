@@ -32,6 +32,7 @@ from avmae.checkpoint import FINETUNE_KIND, PRETRAIN_KIND
 from avmae.models.classifier import FINETUNE_MODALITIES
 from avmae.config import Config, ConfigError, build_config
 from avmae.data.dataset import ClipDataset, build_dataset, build_loader
+from avmae.data.storage import data_exists
 from avmae.data.manifest import label_columns
 from avmae.runtime import resolve_device
 from avmae.evaluation.embed import pooled_batches
@@ -200,7 +201,7 @@ class KnnMonitor:
 
     def __init__(self, data: str, val: str, cfg: Config, device: torch.device, k: int = K_NEIGHBOURS):
         for flag, path in (("--knn-data", data), ("--knn-val", val)):
-            if not Path(path).exists():
+            if not data_exists(path):
                 raise ConfigError(f"{flag} '{path}' does not exist: give a labelled CSV manifest or "
                                   "shards folder")
         column = cfg.finetune.label_column
@@ -234,7 +235,7 @@ def probe(run: str, data: str, val: str, *, modality: str | None = None, preset:
           device: str = "auto") -> dict:
     """Linear and k-NN probes of RUN's frozen encoder; the JSON object `avmae probe` prints."""
     for flag, path in (("--data", data), ("--val", val)):
-        if not Path(path).exists():
+        if not data_exists(path):
             raise ConfigError(f"{flag} '{path}' does not exist: give a CSV manifest or a shards folder")
     if k < 1:
         raise ConfigError(f"--k {k}: give at least one neighbour")

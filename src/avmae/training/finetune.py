@@ -61,6 +61,7 @@ from avmae.config import (
     set_value,
 )
 from avmae.data.dataset import build_dataset, build_loader, build_train_loader
+from avmae.data.storage import data_exists
 from avmae.data.manifest import load_vocab, num_classes, save_vocab, select_columns
 from avmae.evaluation.evaluate import (
     PRIMARY_METRIC,
@@ -156,7 +157,7 @@ def finetune(init: str | None, data: str, val: str, out: str, *, modality: str |
     """
     run_dir = Path(out)
     for flag, path in (("--data", data), ("--val", val)):
-        if not Path(path).exists():
+        if not data_exists(path):
             raise ConfigError(f"{flag} '{path}' does not exist: give a CSV manifest or a shards folder "
                               "(`avmae synth DIR` makes a dataset)")
     with claim_run_dir(run_dir, resume=resume, overwrite=overwrite):

@@ -17,6 +17,7 @@ from avmae import runtime
 from avmae.checkpoint import PRETRAIN_KIND, writing
 from avmae.config import Config, ConfigError, build_config, plural
 from avmae.data.dataset import build_dataset, build_loader, build_train_loader
+from avmae.data.storage import data_exists
 from avmae.models.avmae import AVMAE
 from avmae.models.masking import sample_noise
 from avmae.run_dir import RunLog, claim_run_dir, write_config
@@ -56,7 +57,7 @@ def pretrain(cfg: Config | None, data: str, out: str, *, resume: bool = False,
     starts a new run from given weights at step 0. `knn` (labelled bank, scored clips) adds the
     k-NN monitor (probe.KnnMonitor) at each checkpoint."""
     run_dir = Path(out)
-    if not Path(data).exists():
+    if not data_exists(data):
         raise ConfigError(f"--data '{data}' does not exist: give a CSV manifest or a shards folder "
                           "(`avmae synth DIR` makes a dataset)")
     with claim_run_dir(run_dir, resume=resume, overwrite=overwrite):
