@@ -9,6 +9,11 @@ data.audio_mean / audio_std, is applied at load time, so the same shards serve a
 The input length (data.num_frames, frame_stride) is not fixed by the shards: one folder serves
 pretraining (16 frames at stride 4), finetuning (32 at stride 2) and evaluation with any --views.
 Output is the same bytes for any number of workers (clips are written in manifest order).
+
+--out may be an fsspec URL (s3://, gs://, file://; avmae.data.storage): each shard is written to
+a local temporary folder, uploaded when finished, then deleted (local disk: one shard), its index
+uploaded after it, and meta.json last, so a half-written remote folder is never taken as
+finished and --resume carries on from its uploaded shards as it does locally.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import io
 import json
 import logging
 import multiprocessing
-import os
+import shutil
 import sys
 import tarfile
+import tempfile
 from collections import Counter, deque
 from pathlib import Path
 
@@ -33,6 +39,7 @@ from avmae.data.dataset import check_paths_exist, media_reason
 from avmae.data.decode import MediaError, read_whole_clip
 from avmae.data.shards import (DEFAULT_EVERY, DEFAULT_JPEG_QUALITY, PAYLOAD_FIELDS, SHARDS_FORMAT,
                                SHARDS_VERSION, encode_jpeg)
+from avmae.data.storage import LocalFolder, RemoteFolder, open_folder
 from avmae.data.transforms import audio_logmel
 from avmae.data.manifest import Clip, build_vocab, load_manifest
 
@@ -71,13 +78,14 @@ def _init_worker():
 # ---- writing ---------------------------------------------------------------------------------
 
 class ShardWriter:
-    """One tar file and its offset index, both written under temporary names then renamed."""
+    """One tar file and its offset index: the tar written under a temporary name in `staging`
+    then put into `dest` (a rename locally, an upload to a URL), the index after it."""
 
-    def __init__(self, folder: Path, number: int):
-        self.folder = folder
+    def __init__(self, dest: LocalFolder | RemoteFolder, staging: Path, number: int):
+        self.dest = dest
         self.tar_name = f"shard-{number:06d}.tar"
         self.index_name = f"shard-{number:06d}.idx"
-        self.tmp = folder / (self.tar_name + ".tmp")
+        self.tmp = staging / (self.tar_name + ".tmp")
         self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
         self.clips: list[dict] = []
 
@@ -126,12 +134,10 @@ class ShardWriter:
         """Finish the tar, then write the index (last: a shard with an index is complete).
         skipped: the clips skipped since the previous shard. -> the index."""
         self.tar.close()
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.folder / self.tar_name)
+        self.dest.put(self.tmp, self.tar_name)
         index = {"tar": self.tar_name, "clips": self.clips, "skipped": skipped,
                  "last_row": self.clips[-1]["row"]}
-        _write_json(self.folder / self.index_name, index)
+        _write_json(self.dest, self.index_name, index)
         return index
 
 
@@ -141,42 +147,39 @@ def decode_size(jpeg: bytes) -> tuple[int, int]:
         return img.height, img.width
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=None, separators=(",", ":")) + "\n")
-    os.replace(tmp, path)
+def _write_json(dest, name: str, obj) -> None:
+    dest.write_text(name, json.dumps(obj, indent=None, separators=(",", ":")) + "\n")
 
 
-def _clear(out: Path, overwrite: bool) -> None:
-    old = [p for p in out.iterdir() if p.name in ("meta.json", SETTINGS)
-           or p.name.startswith("shard-")]
+def _clear(out, overwrite: bool) -> None:
+    old = [n for n in out.names() if n in ("meta.json", SETTINGS) or n.startswith("shard-")]
     if old and not overwrite:
         raise ConfigError(f"{out} already holds shards; choose another --out, pass --overwrite, "
                           "or --resume an interrupted prepare")
-    for p in old:
-        p.unlink()
+    for name in sorted(old, key=lambda n: n != "meta.json"):  # meta.json first: unfinished
+        out.remove(name)
 
 
 SETTINGS = "prepare.json"   # what an unfinished prepare was asked to do (for --resume)
 
 
-def _finished_shards(out: Path, settings: dict) -> list[dict]:
+def _finished_shards(out, settings: dict) -> list[dict]:
     """The shards an interrupted prepare finished (their index written last), in order; the
     rest (a tar without its index, temporary files) is removed. Refuses other settings."""
-    path = out / SETTINGS
-    if not path.is_file():
+    if not out.exists(SETTINGS):
         raise ConfigError(f"{out} holds no interrupted prepare to resume; run without --resume")
-    key = _first_difference(json.loads(path.read_text()), settings)
+    key = _first_difference(json.loads(out.read_text(SETTINGS)), settings)
     if key:
         raise ConfigError(f"{out} was being prepared with {key}; resume with the same settings, "
                           "or pass --overwrite")
+    names = set(out.names())
     done = []
-    while (out / f"shard-{len(done):06d}.idx").is_file():
-        done.append(json.loads((out / f"shard-{len(done):06d}.idx").read_text()))
-    for p in out.iterdir():
-        if p.name.startswith("shard-") and not any(p.name in (d["tar"], d["tar"][:-3] + "idx")
-                                                   for d in done):
-            p.unlink()
+    while f"shard-{len(done):06d}.idx" in names:
+        done.append(json.loads(out.read_text(f"shard-{len(done):06d}.idx")))
+    keep = {name for d in done for name in (d["tar"], d["tar"][:-3] + "idx")}
+    for name in sorted(names):
+        if name.startswith("shard-") and name not in keep:
+            out.remove(name)
     return done
 
 
@@ -230,16 +233,14 @@ def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int
         raise ConfigError(f"--jpeg-quality {jpeg_quality} must be in 1..100")
     manifest = load_manifest(manifest_path)
     check_paths_exist(manifest)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    out = open_folder(out)
+    out.make()
     settings = {"source": str(Path(manifest_path).resolve()), "rows": len(manifest),
                 "data": {name: getattr(data, name) for name in PAYLOAD_FIELDS},
                 "audio_seconds": data.audio_seconds, "every": every,
                 "jpeg_quality": jpeg_quality, "clips_per_shard": clips_per_shard}
-    if resume and (out / "meta.json").is_file():  # finished already: the same settings?
-        meta = json.loads((out / "meta.json").read_text())
+    if resume and out.exists("meta.json"):  # finished already: the same settings?
+        meta = json.loads(out.read_text("meta.json"))
         key = _first_difference(meta, {k: settings[k] for k in ("source", "data", "every",
                                                                    "jpeg_quality")})
         if key:
@@ -250,14 +251,21 @@ def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int
         done = _finished_shards(out, settings)
     else:
         _clear(out, overwrite)
-        _write_json(out / SETTINGS, settings)
+        _write_json(out, SETTINGS, settings)
         done = []
     first = max((d["last_row"] for d in done), default=-1) + 1
-    shards = _write_shards(out, manifest, data, settings, first, len(done), workers, progress)
+    # a remote folder: each shard is written here first, uploaded, then deleted
+    staging = Path(tempfile.mkdtemp(prefix="avmae-prepare-")) if out.remote else out.staging()
+    try:
+        shards = _write_shards(out, staging, manifest, data, settings, first, len(done),
+                               workers, progress)
+    finally:
+        if out.remote:
+            shutil.rmtree(staging, ignore_errors=True)
     return _write_meta(out, manifest, manifest_path, settings, done + shards)
 
 
-def _write_shards(out: Path, manifest, data, settings, first: int, number: int, workers: int,
+def _write_shards(out, staging: Path, manifest, data, settings, first: int, number: int, workers: int,
                   progress: bool) -> list[dict]:
     """Decode rows first.. and write shards numbered from `number`; -> their indexes (the
     trailing skipped clips, after the last shard, in a last entry without a tar)."""
@@ -288,7 +296,7 @@ def _write_shards(out: Path, manifest, data, settings, first: int, number: int, 
                                                             kinds.most_common()), refresh=False)
                 continue
             if writer is None:
-                writer = ShardWriter(out, number + len(shards))
+                writer = ShardWriter(out, staging, number + len(shards))
             writer.add_clip(f"{row:08d}", row, clip, manifest.root, decoded)
             if len(writer.clips) == settings["clips_per_shard"]:
                 shards.append(writer.close(skipped))
@@ -303,7 +311,7 @@ def _write_shards(out: Path, manifest, data, settings, first: int, number: int, 
     return shards + ([{"clips": [], "skipped": skipped}] if skipped else [])
 
 
-def _write_meta(out: Path, manifest, manifest_path, settings: dict, indexes: list[dict]) -> dict:
+def _write_meta(out, manifest, manifest_path, settings: dict, indexes: list[dict]) -> dict:
     """meta.json from the shards' indexes (so a resumed prepare counts what earlier runs did)."""
     clips = [e for index in indexes for e in index["clips"]]
     skipped = [s for index in indexes for s in index["skipped"]]
@@ -326,6 +334,6 @@ def _write_meta(out: Path, manifest, manifest_path, settings: dict, indexes: lis
         "shards": [{"tar": i["tar"], "index": i["tar"][:-3] + "idx", "clips": len(i["clips"])}
                    for i in indexes if i["clips"]],
     }
-    _write_json(out / "meta.json", meta)  # last: a folder without it is incomplete
-    (out / SETTINGS).unlink(missing_ok=True)
+    _write_json(out, "meta.json", meta)  # last: a folder without it is incomplete
+    out.remove(SETTINGS)
     return meta

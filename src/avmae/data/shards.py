@@ -49,7 +49,7 @@ from avmae.config import ConfigError, DataConfig
 from avmae.data.decode import MediaError, centre_range, draw_centre
 from avmae.data.logmel import FLOAT_EPS, num_frames
 from avmae.data.manifest import Clip, StringColumn
-from avmae.data.storage import open_folder
+from avmae.data.storage import first_line, open_folder
 
 SHARDS_FORMAT = "avmae-shards"
 SHARDS_VERSION = 2
@@ -230,11 +230,7 @@ def read_shards_meta(folder) -> dict:
     """meta.json of a format-2 shards folder (a path or URL); any other format or version is
     refused, and so is a folder without one (a missing bucket, a typo)."""
     folder = open_folder(folder)
-    try:
-        found = folder.exists("meta.json")
-    except Exception as err:  # noqa: BLE001 - whatever storage says, as one line
-        raise ConfigError(f"cannot read {folder}: {_first_line(err)}") from None
-    if not found:
+    if not folder.exists("meta.json"):
         where = " (or its bucket) does not exist or" if folder.remote else ""
         raise ConfigError(f"{folder}{where} is not a shards folder (no meta.json); write one "
                           "with `avmae prepare MANIFEST --out FOLDER`, or pass a manifest CSV")
@@ -249,22 +245,19 @@ def read_shards_meta(folder) -> dict:
 
 
 def _read_small(folder, name: str) -> str:
-    """A small file of the folder (meta.json, an index); a failure is one line."""
+    """A small file of the folder (meta.json, an index); a failure is one line (a remote
+    folder words its own failures)."""
     try:
         return folder.read_text(name)
-    except Exception as err:  # noqa: BLE001 - whatever storage says, as one line
-        raise ConfigError(f"cannot read {folder}/{name}: {_first_line(err)}") from None
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err) or type(err).__name__).splitlines()[0]
+    except OSError as err:
+        raise ConfigError(f"cannot read {folder}/{name}: {first_line(err)}") from None
 
 
 def shards_current(folder) -> bool:
     """Whether `folder` (a path or URL) holds finished shards of this format and version."""
     try:
         meta = json.loads(open_folder(folder).read_text("meta.json"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, ConfigError):
         return False
     return meta.get("format") == SHARDS_FORMAT and meta.get("version") == SHARDS_VERSION
 

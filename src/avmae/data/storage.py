@@ -189,41 +189,51 @@ class RemoteFolder:
                     raise
             time.sleep(self.backoff * 2 ** attempt)
 
-    # small files (meta.json, indexes, prepare.json): errors are the caller's to word
+    # small files (meta.json, indexes, prepare.json) and whole shards written by prepare: a
+    # failure after the retries is one line (ConfigError) naming the URL
+    def _small(self, verb: str, name: str, fn, *args, missing=None, **kwargs):
+        try:
+            return self._call(fn, *args, **kwargs)
+        except FileNotFoundError:
+            if missing is not None:
+                return missing
+            raise ConfigError(f"cannot {verb} {self.url}/{name}: not found (does the bucket "
+                              "exist?)") from None
+        except Exception as err:  # noqa: BLE001 - storage failures become one line
+            if not storage_error(err):
+                raise
+            hint = "; run again with --resume to carry on" if verb == "write" else ""
+            raise ConfigError(f"cannot {verb} {self.url}/{name}: {first_line(err)}{hint}") \
+                from None
+
     def exists(self, name: str) -> bool:
-        return bool(self._call(self.fs.exists, self._path(name)))
+        return bool(self._small("read", name, self.fs.exists, self._path(name)))
 
     def read_text(self, name: str) -> str:
-        return self._call(self.fs.cat_file, self._path(name)).decode()
+        return self._small("read", name, self.fs.cat_file, self._path(name)).decode()
 
     def names(self) -> list[str]:
-        try:
-            found = self._call(self.fs.ls, self.root, detail=False)
-        except FileNotFoundError:
-            return []
+        found = self._small("list", "", self.fs.ls, self.root, detail=False, missing=[])
         return [p.rstrip("/").rsplit("/", 1)[-1] for p in found]
 
     def remove(self, name: str) -> None:
-        try:
-            self._call(self.fs.rm_file, self._path(name))
-        except FileNotFoundError:
-            pass
+        self._small("remove", name, self.fs.rm_file, self._path(name), missing=True)
 
     def make(self) -> None:
         """Object stores have no folders (and a missing bucket is an error, never created
         here); a local filesystem behind file:// needs its folder made."""
         if "file" in _protocols(self.fs):
-            self.fs.makedirs(self.root, exist_ok=True)
+            self._small("create", "", self.fs.makedirs, self.root, exist_ok=True)
 
     def staging(self) -> Path:
         raise NotImplementedError("a remote folder stages shards in a local temporary folder")
 
     def write_text(self, name: str, text: str) -> None:
-        self._call(self.fs.pipe_file, self._path(name), text.encode())
+        self._small("write", name, self.fs.pipe_file, self._path(name), text.encode())
 
     def put(self, local: Path, name: str) -> None:
         """Upload a finished local file as `name`, then delete the local copy."""
-        self._call(self.fs.put_file, str(local), self._path(name))
+        self._small("write", name, self.fs.put_file, str(local), self._path(name))
         Path(local).unlink()
 
     # shards: ranged reads
@@ -236,8 +246,7 @@ class RemoteFolder:
         except Exception as err:  # noqa: BLE001 - any storage failure is this clip's
             if not storage_error(err):
                 raise
-            reason = (str(err) or type(err).__name__).splitlines()[0]
-            raise MediaError(f"reading {self.url}/{name} failed: {reason}") from None
+            raise MediaError(f"reading {self.url}/{name} failed: {first_line(err)}") from None
         if len(data) != nbytes:
             raise MediaError(f"shard {name} is truncated")
         return np.frombuffer(data, np.uint8)
@@ -249,6 +258,11 @@ class RemoteFolder:
 
     def __getstate__(self):
         return {**self.__dict__, "_fs": None}
+
+
+def first_line(err: BaseException) -> str:
+    """An exception as one line (storage errors may carry a whole HTTP body)."""
+    return ((str(err) or type(err).__name__).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _protocols(fs) -> tuple:

@@ -23,7 +23,6 @@ of that size, seeded by --seed: the baseline a pretrained encoder must beat).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
