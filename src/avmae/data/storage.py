@@ -168,6 +168,8 @@ class RemoteFolder:
                               f"{how}") from None
         except ValueError as err:
             raise ConfigError(f"{self.url}: {err}".splitlines()[0]) from None
+        if "s3" in _protocols(fs) and hasattr(fs, "retries"):
+            fs.retries = 1  # s3fs's own loop (a class attribute) would multiply avmae's tries
         self._fs = fs
         return fs, root.rstrip("/")
 
@@ -180,7 +182,9 @@ class RemoteFolder:
 
     def _call(self, fn, *args, **kwargs):
         """fn(*args, **kwargs) with transient failures retried; -> its result, or raises the
-        last error (permanent ones at once)."""
+        last error (permanent ones at once). These are the only retries above the client
+        library's: s3fs's own loop is set to one try, and
+        botocore's (AWS_MAX_ATTEMPTS, AWS_RETRY_MODE) is the user's to set."""
         for attempt in range(self.retries + 1):
             try:
                 return fn(*args, **kwargs)
