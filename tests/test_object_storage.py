@@ -9,6 +9,7 @@ AWS_ENDPOINT_URL among them (botocore's retries are turned off, AWS_MAX_ATTEMPTS
 retries seen are avmae's own).
 """
 
+import io
 import json
 import subprocess
 import sys
@@ -203,7 +204,7 @@ def test_a_missing_bucket_or_folder_is_one_line_and_exit_2(s3, media, tmp_path, 
 
 
 def test_a_protocol_not_installed_is_one_line_naming_the_extra(monkeypatch, tmp_path, capsys):
-    import fsspec  # noqa: F401
+    import fsspec  # noqa: F401  (loads fsspec.registry)
     monkeypatch.setitem(sys.modules, "gcsfs", None)   # as if gcsfs were not installed
     monkeypatch.delitem(sys.modules["fsspec.registry"]._registry, "gs", raising=False)
     with pytest.raises(ConfigError, match=r"pip install 'avmae\[gcs\]'"):
@@ -273,3 +274,52 @@ def test_local_shards_never_import_fsspec(local):
                                          "PYTHONPATH": tests + ":" + ":".join(sys.path)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.fixture()
+def web(local):
+    """The local shards folder served over http:// on 127.0.0.1; `ranges` off: a server that
+    answers every Range request with the whole file (as Python's own http.server does)."""
+    import functools
+    import http.server
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        ranges = True
+
+        def log_message(self, *args):
+            pass
+
+        def send_head(self):
+            rng = self.headers.get("Range")
+            if not (rng and self.ranges):
+                return super().send_head()
+            data = (local / self.path.lstrip("/")).read_bytes()
+            lo, hi = map(int, rng.removeprefix("bytes=").split("-"))
+            part = data[lo:hi + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {lo}-{lo + len(part) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(part)))
+            self.end_headers()
+            return io.BytesIO(part)
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Handler, directory=str(local)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", Handler
+    server.shutdown()
+    thread.join()
+
+
+def test_shards_on_a_web_server_read_by_ranges(local, web, monkeypatch, caplog):
+    pytest.importorskip("aiohttp")
+    monkeypatch.setattr(storage, "BACKOFF", 0.01)
+    url, handler = web
+    cfg = tiny_cfg()
+    a, b = (build_dataset(x, cfg, train=True, label_column="verb,noun") for x in (local, url))
+    assert_same_batches(list(build_loader(a, cfg, train=True, batch_size=4, epoch=2)),
+                        list(build_loader(b, cfg, train=True, batch_size=4, epoch=2)))
+    handler.ranges = False  # the whole shard for every read: refused, each clip counted
+    batch = list(build_loader(b, cfg, train=False, batch_size=8))[0]
+    assert batch["num_skipped"] == 8
+    assert "ignored the byte range" in caplog.text

@@ -183,8 +183,8 @@ class RemoteFolder:
     def _call(self, fn, *args, **kwargs):
         """fn(*args, **kwargs) with transient failures retried; -> its result, or raises the
         last error (permanent ones at once). These are the only retries above the client
-        library's: s3fs's own loop is set to one try, and
-        botocore's (AWS_MAX_ATTEMPTS, AWS_RETRY_MODE) is the user's to set."""
+        library's: s3fs's own loop is set to one try, and botocore's (AWS_MAX_ATTEMPTS,
+        AWS_RETRY_MODE) is the user's to set."""
         for attempt in range(self.retries + 1):
             try:
                 return fn(*args, **kwargs)
@@ -251,7 +251,10 @@ class RemoteFolder:
             if not storage_error(err):
                 raise
             raise MediaError(f"reading {self.url}/{name} failed: {first_line(err)}") from None
-        if len(data) != nbytes:
+        if len(data) > nbytes:  # a plain web server may answer a Range request with it all
+            raise MediaError(f"{self.url}/{name}: the server ignored the byte range; shards "
+                             "need a server that answers HTTP Range requests")
+        if len(data) < nbytes:
             raise MediaError(f"shard {name} is truncated")
         return np.frombuffer(data, np.uint8)
 
