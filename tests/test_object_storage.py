@@ -104,8 +104,10 @@ def local(media, tmp_path_factory):
 def remote(s3, media, local):
     """The same manifest prepared to s3:// by the command line."""
     url = f"s3://{BUCKET}/shards/good"
+    s3.log.clear()
     assert main(["prepare", str(media / "good.csv"), "--out", url, "--clips-per-shard", "3",
                  "--workers", "1", *sets(DATA_SETS)]) == 0
+    s3.prepare_log = list(s3.log)
     return url
 
 
@@ -116,7 +118,12 @@ def sets(overrides: list[str]) -> list[str]:
 def test_prepare_to_s3_writes_the_local_bytes_and_meta_last(s3, local, remote):
     fs = s3fs_client()
     names = sorted(p.rsplit("/", 1)[1] for p in fs.ls(remote.removeprefix("s3://")))
-    assert names == sorted(p.name for p in local.iterdir())  # no prepare.json, no .tmp left
+    assert names == sorted(p.name for p in local.iterdir())
+    assert "meta.json" in names and not any(n.endswith(".tmp") or n == "prepare.json" for n in names)
+    # each tar before its index, meta.json last: a half-written folder never looks finished
+    puts = [p.rsplit("/", 1)[1] for m, p, r in s3.prepare_log if m == "PUT" and "/shards/" in p]
+    assert puts == ["prepare.json"] + [f"shard-{i:06d}.{e}" for i in range(3)
+                                       for e in ("tar", "idx")] + ["meta.json"]
     for name in names:
         if name != "meta.json":
             assert fs.cat_file(f"{remote[5:]}/{name}") == (local / name).read_bytes(), name
