@@ -334,3 +334,17 @@ def test_shards_on_a_web_server_read_by_ranges(local, web, monkeypatch, caplog):
     batch = list(build_loader(b, cfg, train=False, batch_size=8))[0]
     assert batch["num_skipped"] == 8
     assert "ignored the byte range" in caplog.text
+
+
+def test_pretraining_reads_its_shards_from_s3(s3, remote, tmp_path):
+    """The whole loop on s3:// data, two loader workers (each its own filesystem object)."""
+    from conftest import TINY
+    run = tmp_path / "run"
+    s3.log.clear()
+    assert main(["pretrain", "--preset", "tiny-4l-cpu", "--data", remote, "--out", str(run),
+                 *sets(TINY + ["data.mel_bins=32", "data.num_workers=2", "train.steps=2",
+                               "train.batch_size=4", "train.figure_clips=0"])]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r][-1] == 2
+    assert [(r["clips"], r["skipped"]) for r in records if "epoch_end" in r] == [(8, 0)]
+    assert s3.gets(".tar") and all(r for _, r in s3.gets(".tar"))
