@@ -322,7 +322,7 @@ def web(local):
     thread.join()
 
 
-def test_shards_on_a_web_server_read_by_ranges(local, web, monkeypatch, caplog):
+def test_shards_on_a_web_server_read_by_ranges(media, local, web, monkeypatch, caplog):
     pytest.importorskip("aiohttp")
     monkeypatch.setattr(storage, "BACKOFF", 0.01)
     url, handler = web
@@ -334,6 +334,8 @@ def test_shards_on_a_web_server_read_by_ranges(local, web, monkeypatch, caplog):
     batch = list(build_loader(b, cfg, train=False, batch_size=8))[0]
     assert batch["num_skipped"] == 8
     assert "ignored the byte range" in caplog.text
+    with pytest.raises(ConfigError, match="read-only"):
+        prepare_shards(media / "good.csv", url + "/more", tiny_cfg().data, progress=False)
 
 
 def test_pretraining_reads_its_shards_from_s3(s3, remote, tmp_path):

@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT",
                         help="a run folder, checkpoint folder or .safetensors: a pretraining model, or "
                              "a classifier (its streams' pooled features)")
-    parser.add_argument("inputs", nargs="+", metavar="DATA", help="a manifest CSV, a shards folder, or media files")
+    parser.add_argument("inputs", nargs="+", metavar="DATA",
+                        help="a manifest CSV, a shards folder (path or URL), or media files")
     parser.add_argument("--out", required=True, metavar="FEATURES.npz", help="the .npz file to write")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="clips per forward pass")
     parser.add_argument("--workers", type=int, default=None, help="data-loader workers (default: data.num_workers)")

@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="for a run folder: its last checkpoint (default) or `best`, the one "
                              "with the best score on finetune's --val; evaluate `best` only on "
                              "data other than what picked it")
-    parser.add_argument("--data", required=True, help="a CSV manifest or a shards folder with the "
-                        "label column the model was finetuned on")
+    parser.add_argument("--data", required=True, help="a CSV manifest or a shards folder (path or URL) "
+                        "with the label column the model was finetuned on")
     parser.add_argument("--views", type=positive_int, default=None, metavar="N",
                         help="temporal views per clip, logits averaged (default: the checkpoint's "
                              "finetune.views, 4 as in the paper's B.2)")

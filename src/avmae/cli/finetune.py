@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocab", metavar="VOCAB_JSON",
                         help="the class vocabulary to use (e.g. the vocab.json `avmae manifest` writes, "
                              "which keeps the official class order); default: the sorted labels of --data")
-    parser.add_argument("--data", required=True, help="training data: a CSV manifest or shards folder")
+    parser.add_argument("--data", required=True,
+                        help="training data: a CSV manifest or shards folder (path or URL)")
     parser.add_argument("--val", required=True,
                         help="validation data (its labels must occur in --data, or in --vocab)")
     parser.add_argument("--out", required=True, help="the run folder")

@@ -12,7 +12,9 @@ from avmae.data import DEFAULT_EVERY, DEFAULT_JPEG_QUALITY, prepare_shards
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", metavar="MANIFEST", help="CSV manifest (path column relative to its folder)")
-    parser.add_argument("--out", required=True, help="shards folder to write")
+    parser.add_argument("--out", required=True,
+                        help="shards folder to write: a path, or a URL (s3://, gs://, file://; "
+                             "pip install 'avmae[s3]' or 'avmae[gcs]')")
     parser.add_argument("--clips-per-shard", type=positive_int, default=256,
                         help="clips per tar file (default 256: about 0.6 GB of 10 s clips at 256p)")
     parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1,

@@ -14,7 +14,9 @@ from avmae.training.pretrain import pretrain
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, preset_required=False)
     add_recipe_argument(parser)
-    parser.add_argument("--data", required=True, help="a CSV manifest or a shards folder")
+    parser.add_argument("--data", required=True,
+                        help="a CSV manifest, or a shards folder (a path or a URL: s3://, gs://, "
+                             "https://)")
     parser.add_argument("--out", required=True, help="the run folder")
     add_run_dir_arguments(parser)
     parser.add_argument("--init", metavar="CKPT_OR_RUN",

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN_OR_CHECKPOINT",
                         help="an AV-MAE pretraining run / checkpoint, a finetune run / checkpoint, "
                              "or `scratch` (a random-init AV-MAE encoder; needs --preset)")
-    parser.add_argument("--data", required=True, help="labelled training data (manifest or shards)")
+    parser.add_argument("--data", required=True,
+                        help="labelled training data (manifest, or shards: a path or URL)")
     parser.add_argument("--val", required=True, help="labelled test data (manifest or shards)")
     parser.add_argument("--modality", choices=["audio", "video", "av"], default=None,
                         help="the pooled features to probe (default: every modality of the encoder)")

@@ -231,9 +231,12 @@ def read_shards_meta(folder) -> dict:
     refused, and so is a folder without one (a missing bucket, a typo)."""
     folder = open_folder(folder)
     if not folder.exists("meta.json"):
-        where = " (or its bucket) does not exist or" if folder.remote else ""
-        raise ConfigError(f"{folder}{where} is not a shards folder (no meta.json); write one "
-                          "with `avmae prepare MANIFEST --out FOLDER`, or pass a manifest CSV")
+        if folder.remote:
+            raise ConfigError(f"{folder} is not a shards folder (no meta.json there: is the "
+                              "bucket or path right?); a URL must name a folder that `avmae "
+                              "prepare MANIFEST --out URL` wrote")
+        raise ConfigError(f"{folder} is not a shards folder (no meta.json); write one with "
+                          "`avmae prepare MANIFEST --out FOLDER`, or pass a manifest CSV")
     meta = json.loads(_read_small(folder, "meta.json"))
     if meta.get("format") != SHARDS_FORMAT or meta.get("version") != SHARDS_VERSION:
         found = f"version {meta.get('version')}" if meta.get("format") == SHARDS_FORMAT \

@@ -226,6 +226,9 @@ class RemoteFolder:
     def make(self) -> None:
         """Object stores have no folders (and a missing bucket is an error, never created
         here); a local filesystem behind file:// needs its folder made."""
+        if self.protocol in ("http", "https"):
+            raise ConfigError(f"--out {self.url}: http(s) URLs are read-only; write the shards "
+                              "to s3://, gs:// or a path, and serve that folder")
         if "file" in _protocols(self.fs):
             self._small("create", "", self.fs.makedirs, self.root, exist_ok=True)
 
