@@ -137,6 +137,7 @@ class ShardSource:
         """The per-clip numbers as arrays; -1 offsets: modality absent."""
         n = len(entries)
         self.duration = np.array([e["duration"] for e in entries], np.float64)
+        self.problems = np.array([bool(e.get("problems")) for e in entries], bool)
         self.video_at = np.full(n, -1, np.int64)          # offset of the mjpeg member
         self.fps = np.ones(n, np.float64)
         self.first = np.zeros(n, np.float64)
