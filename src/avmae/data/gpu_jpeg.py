@@ -146,24 +146,23 @@ def decode_video_batch(windows: list[tuple[JpegFrames, VideoPlan] | None], cfg: 
         images = decoder(files) if files else []
     except DECODE_ERRORS:
         images = None
-    out, failed, k = [], [], 0
+    videos, failed, k = {}, [], 0   # position -> its video; None: the clip has no video
     for position, window in enumerate(windows):
         if window is None:
-            out.append(None)
+            videos[position] = None
             continue
         frames, plan = window
         n = len(frames.bounds) - 1
         try:
             mine = images[k: k + n] if images is not None else decoder(frames.files())
-            out.append(clip_video(frames, plan, mine, cfg))
+            videos[position] = clip_video(frames, plan, mine, cfg)
         except DECODE_ERRORS as err:
-            log.warning("clip %d: skipped (its JPEG frames did not decode after the batch: %s)",
-                        position, err)
+            log.warning("clip %d of the batch: skipped (its JPEG frames did not decode after "
+                        "the batch: %s)", position, err)
             failed.append(position)
         k += n
-    device = next((x.device for x in out if x is not None), torch.device("cpu"))
-    kept = [fill_video(cfg).to(device) if x is None else x
-            for p, x in enumerate(out) if p not in failed]
+    device = next((x.device for x in videos.values() if x is not None), torch.device("cpu"))
+    kept = [fill_video(cfg).to(device) if x is None else x for x in videos.values()]
     video = torch.stack(kept) if kept else fill_video(cfg).unsqueeze(0)[:0].to(device)
     return video, failed
 
