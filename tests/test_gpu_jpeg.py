@@ -18,8 +18,7 @@ from conftest import TINY
 
 from avmae.cli import main
 from avmae.config import ConfigError, build_config
-from avmae.data import build_dataset, build_loader, build_train_loader, prepare_shards
-from avmae.data import gpu_jpeg
+from avmae.data import build_dataset, build_loader, build_train_loader, gpu_jpeg, prepare_shards
 from avmae.data.gpu_jpeg import finish_batch, gpu_jpeg_available, pillow_decoder
 
 # Every random draw of the video transform in use: the finetuning recipe's scale jitter, colour
@@ -68,7 +67,7 @@ def test_decoding_after_the_batch_gives_the_workers_tensors(shards, variant, tra
     sample = after[0]
     assert "video" not in sample and sample["video_jpeg"][0].data.dtype == torch.uint8
     for epoch in (0, 1):
-        kw = dict(train=train, batch_size=5, seed=3, epoch=epoch, num_workers=0)
+        kw = {"train": train, "batch_size": 5, "seed": 3, "epoch": epoch, "num_workers": 0}
         same_batches(build_loader(worker, cfg, **kw),
                      build_loader(after, cfg, jpeg_decoder=pillow_decoder, **kw))
 
@@ -125,13 +124,14 @@ def test_flag_cuda_without_cuda_falls_back_to_the_cpu_path_with_one_warning(shar
     train = build_dataset(shards, cfg, train=True)
     build_dataset(shards, cfg, train=False)  # a second dataset: no second warning
     err = capsys.readouterr().err.splitlines()
-    assert err == ["avmae: warning: data.jpeg_decode=cuda: decoding JPEG frames on the CPU "
-                   "instead (CUDA is not available)"]
+    line = ("avmae: warning: data.jpeg_decode=cuda: decoding JPEG frames on the CPU instead "
+            "(CUDA is not available)")
+    assert err == [line]
     assert not train.decode_after_batch
     assert train.jpeg_decode == {"jpeg_decode": "cpu", "jpeg_decode_asked": "cuda",
                                  "jpeg_decode_why": "CUDA is not available"}
     cpu = build_config("tiny-4l-cpu", TINY)
-    kw = dict(train=True, batch_size=5, seed=1, epoch=0, num_workers=0)
+    kw = {"train": True, "batch_size": 5, "seed": 1, "epoch": 0, "num_workers": 0}
     same_batches(build_loader(train, cfg, **kw),
                  build_loader(build_dataset(shards, cpu, train=True), cpu, **kw))
 
@@ -174,5 +174,5 @@ def test_the_gpu_decoder_is_an_optional_extra_not_a_dependency():
     assert not any(d.startswith("torchvision") for d in project["dependencies"])
     # torchvision is imported only where the GPU path is asked for, never with the package
     code = "import sys, avmae.data, avmae.training; print('torchvision' in sys.modules)"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.stdout.strip() == "False", proc.stderr
