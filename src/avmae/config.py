@@ -118,6 +118,9 @@ class DataConfig:
     num_workers: int = 2
     prefetch_factor: int = 4             # batches each worker loads ahead (with num_workers > 0)
     shuffle: bool = True
+    jpeg_decode: str = "cpu"             # cpu | cuda: where shards format 2's JPEG frames are decoded;
+                                         # cuda = nvJPEG after the batch (avmae.data.gpu_jpeg), the
+                                         # cpu path where CUDA or torchvision is missing
 
     @property
     def audio_frames(self) -> int:
@@ -377,6 +380,7 @@ def validate(cfg: Config) -> None:
     _choice("model.gelu", m.gelu, ("exact", "tanh"))
     _choice("data.window", d.window, ("hamming", "hanning", "povey", "rectangular"))
     _choice("data.missing_modality", d.missing_modality, ("fill", "skip"))
+    _choice("data.jpeg_decode", d.jpeg_decode, ("cpu", "cuda"))
     _choice("train.optimizer", cfg.train.optimizer, ("adamw", "sgd"))
     _choice("train.amp", cfg.train.amp, ("auto", "bf16", "off"))
     _choice("finetune.modality", cfg.finetune.modality, ("audio", "video", "av"))
