@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +70,7 @@ from pathlib import Path
 import torch
 
 from avmae.checkpoint import PRETRAIN_KIND, save_checkpoint, warn, writing
-from avmae.config import PRESETS, Config, ConfigError, build_config
+from avmae.config import PRESETS, Config, ConfigError, build_config, parse_overrides
 from avmae.run_dir import claim_run_dir
 
 SOURCES = ("videomae", "mae", "audiomae")
@@ -299,23 +298,21 @@ def _read_hf(keys: _Keys, p: str, path: str) -> ViT:
 
 
 # --- Position tables ------------------------------------------------------------------------------
-def match_stored_table(table: torch.Tensor, freq_patches: int) -> tuple[str | None, tuple[int, int]]:
+def match_stored_table(table: torch.Tensor) -> tuple[str | None, tuple[int, int]]:
     """Which avmae table a stored MAE / AudioMAE table (1, 1 + N, D) is, at the checkpoint's grid:
-    ("sincos_2d" | "sincos_2d_audiomae" | None, grid). The grid is square for N a square (ImageNet
-    MAE), else (N / freq_patches, freq_patches) (a spectrogram, time first)."""
+    ("sincos_2d" | "sincos_2d_audiomae" | None, grid). Every (rows, cols) grid of N tokens is tried,
+    the square one first (ImageNet MAE), then the spectrogram shapes (time first)."""
     from avmae.models.pos_embed import sincos_pos_embed
     rows = table[0, 1:]
     n, dim = rows.shape
-    side = math.isqrt(n)
-    grids = [(side, side)] if side * side == n else []
-    if n % freq_patches == 0:
-        grids.append((n // freq_patches, freq_patches))
+    grids = sorted(((n // f, f) for f in range(1, n + 1) if n % f == 0),
+                   key=lambda g: (g[0] != g[1], -g[0]))
     for grid in grids:
         for kind in ("sincos_2d", "sincos_2d_audiomae"):
             ours = sincos_pos_embed(grid, dim, kind)[0]
             if torch.allclose(rows, ours, atol=TABLE_TOLERANCE, rtol=0):
                 return kind, grid
-    return None, grids[0] if grids else (n, 1)
+    return None, grids[0]
 
 
 # --- Into avmae -----------------------------------------------------------------------------------
@@ -383,8 +380,8 @@ def _compact(keys: list[str]) -> list[str]:
     return out
 
 
-def init_from_config(source: str, vit: ViT, hf_config: dict, preset: str, overrides: list[str] | None,
-                     freq_patches_hint: int | None = None) -> tuple[Config, list[str]]:
+def init_from_config(source: str, vit: ViT, hf_config: dict, preset: str,
+                     overrides: list[str] | None) -> tuple[Config, list[str]]:
     """The run's config: the preset, with what the checkpoint fixes (width, depth, MLP, patch and
     tubelet sizes, heads, LayerNorm epsilon, position table, [CLS]) set, then --set. Returns notes."""
     if preset not in PRESETS:
@@ -402,6 +399,9 @@ def init_from_config(source: str, vit: ViT, hf_config: dict, preset: str, overri
     heads = hf_config.get("num_attention_heads")
     if heads is None:
         heads = m.num_heads if m.embed_dim == dim else {384: 6, 768: 12, 1024: 16, 1280: 16}.get(dim)
+    given = [v for k, v in parse_overrides(overrides) if k == "model.num_heads"]
+    if given:
+        heads = given[-1]
     if heads is None:
         raise ConfigError(f"the checkpoint is {dim} wide and its file does not say how many attention "
                           "heads it has: add --set model.num_heads=H")
@@ -421,7 +421,7 @@ def init_from_config(source: str, vit: ViT, hf_config: dict, preset: str, overri
         m.cls_token = "cls_token" in t
         kind = None
         if "pos_embed" in t:
-            kind, grid = match_stored_table(t["pos_embed"], freq_patches_hint or cfg.data.mel_bins // m.patch_size)
+            kind, grid = match_stored_table(t["pos_embed"])
             if kind is None:
                 notes.append(f"the stored position table ({tuple(t['pos_embed'].shape)}) is not a sin-cos "
                              "table (learned while finetuning?): avmae's fixed sincos_2d table is used "
