@@ -9,9 +9,9 @@ from avmae.interop import SOURCES, init_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", choices=SOURCES,
-                        help="videomae: the video encoder; mae (ImageNet): both encoders, the kernel "
-                             "inflated; audiomae: the audio encoder")
+    parser.add_argument("source", choices=SOURCES, metavar="SOURCE",
+                        help="videomae: the video encoder; mae (ImageNet MAE): both encoders, the "
+                             "kernel inflated; audiomae: the audio encoder")
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="the original repository's .pth, a .safetensors file, or a transformers "
                              "folder (config.json + model.safetensors / pytorch_model.bin)")

@@ -460,9 +460,9 @@ def init_from(source: str, checkpoint: str | Path, out: str | Path, *, preset: s
         for x in modalities:
             converted.update(place(vit, x, cfg.model.encoder, cfg.model.tubelet_frames,
                                    PIXEL_NORMS[pixel_norm] if x == "video" else None))
-        from avmae.models.avmae import AVMAE
+        from avmae.models.loading import build_model
         torch.manual_seed(cfg.train.seed)  # the rest as a pretraining run from scratch starts
-        model = AVMAE(cfg.model)
+        model = build_model(cfg, PRETRAIN_KIND)
         own = model.state_dict()
         wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in converted.items()
                  if k in own and own[k].shape != v.shape]
