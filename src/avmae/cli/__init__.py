@@ -35,6 +35,8 @@ COMMANDS = {
     "reproduce": ("avmae.cli.reproduce", "run one of the paper's ablation tables at a chosen scale"),
     "import-scenic": ("avmae.cli.import_scenic", "an official Scenic (Flax) AV-MAE / MBT checkpoint -> an avmae run"),
     "check": ("avmae.cli.check", "list a run's checkpoints and whether each verifies"),
+    "weights": ("avmae.cli.weights", "the official pretrained weights by name: what each is, "
+                "whether it is cached, and where the cache is"),
 }
 
 
