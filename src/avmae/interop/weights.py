@@ -244,7 +244,7 @@ def _content_range(value: str | None) -> tuple[int, int] | None:
 
 
 def _fetch_once(url: str, part: Path, progress: bool, label: str) -> None:
-    """Bring `part` to the whole file: a Range request for what is missing when it holds a start,
+    """Bring `part` to the whole file (a tqdm bar on a terminal when `progress`): a Range request for what is missing when it holds a start,
     a fresh download when the server ignores the range. Raises _Dropped when the connection ends
     early (what came is kept in `part`)."""
     from tqdm import tqdm
@@ -273,7 +273,7 @@ def _fetch_once(url: str, part: Path, progress: bool, label: str) -> None:
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
             with tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=label, disable=not progress, leave=False) as bar:
+                      desc=label, disable=None if progress else True, leave=False) as bar:
                 try:
                     while chunk := response.read(CHUNK):
                         f.write(chunk)
