@@ -226,9 +226,8 @@ def test_a_missing_file_on_the_server_is_one_line(server, capsys):
 @pytest.mark.parametrize("name", list(VECTORS))
 def test_load_by_name_equals_importing_the_same_file(name, server, tmp_path):
     model = avmae.load(name)
-    by_path = tmp_path / "by_path"
-    import_scenic(DATA / f"{VECTORS[name]}.msgpack", by_path, preset=OFFICIAL_WEIGHTS[name].preset,
-                  log=lambda *_: None)
+    by_path = tmp_path / "by_path"  # the preset the import infers (test_scenic_import: the official setups)
+    import_scenic(DATA / f"{VECTORS[name]}.msgpack", by_path, log=lambda *_: None)
     same_model(model, avmae.load(by_path))
     assert not download_path(name).exists(), "the download is removed once converted"
     _, _, _, meta = load_weights(run_path(name))
