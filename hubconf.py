@@ -13,7 +13,7 @@ it; later calls read the converted run from the cache.
 import os
 import sys
 
-dependencies = ["torch", "numpy", "safetensors", "msgpack", "tqdm"]
+dependencies = ["torch", "av", "numpy", "PIL", "safetensors", "msgpack", "tqdm"]  # modules loading imports
 
 # torch.hub puts this folder on sys.path; the package lives in src/ (a checkout, not an install).
 _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src")

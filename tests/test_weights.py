@@ -216,6 +216,20 @@ def test_a_different_second_download_is_refused_with_one_line(server, tmp_path, 
     assert weights.download_weights(name, progress=False).read_bytes() == vector(name)
 
 
+def test_a_cached_download_damaged_on_disk_is_fetched_again(server):
+    name = "scenic/vggsound-av"
+    file = weights.download_weights(name, progress=False)
+    file.write_bytes(file.read_bytes()[:-1] + b"x")
+    files = dict(server.files)
+    server.files.clear()                 # the new download fails: the damaged file is not left behind
+    with pytest.raises(ConfigError, match="HTTP 404"):
+        weights.download_weights(name, progress=False)
+    assert not file.exists()
+    server.files.update(files)
+    assert weights.download_weights(name, progress=False).read_bytes() == vector(name)
+    assert server.ranges() == [None, None, None]
+
+
 def test_a_missing_file_on_the_server_is_one_line(server, capsys):
     server.files.clear()
     assert main(["import-scenic", "scenic/audioset-av", "--out", "unused"]) == 2

@@ -295,8 +295,12 @@ def download_weights(name: str, *, progress: bool = True) -> Path:
     entry = lookup_weights(name)
     final = download_path(name)
     if final.is_file():
-        check_recorded(name, final)
-        return final
+        try:
+            check_recorded(name, final)
+            return final
+        except ConfigError:  # damaged on this disk since it was checked: fetched again, and checked
+            _note(f"the cached download of {name} ({final}) differs from its record; downloading it again")
+            final.unlink()
     with writing(final.parent):
         final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
