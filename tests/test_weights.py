@@ -230,10 +230,26 @@ def test_a_cached_download_damaged_on_disk_is_fetched_again(server):
     assert server.ranges() == [None, None, None]
 
 
+def test_one_downloader_per_file(server):
+    fcntl = pytest.importorskip("fcntl")
+    name = "scenic/vggsound-av"
+    final = download_path(name)
+    final.parent.mkdir(parents=True)
+    part = final.with_name(final.name + ".part")
+    with open(part, "ab") as other:          # another process's download in progress
+        other.write(b"x")
+        other.flush()
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another process is downloading"):
+            weights.download_weights(name, progress=False)
+        assert part.read_bytes() == b"x" and server.requests == []
+
+
 def test_a_missing_file_on_the_server_is_one_line(server, capsys):
     server.files.clear()
     assert main(["import-scenic", "scenic/audioset-av", "--out", "unused"]) == 2
     assert "HTTP 404" in error_line(capsys.readouterr().err)
+    assert weights.cache_status("scenic/audioset-av") == "not cached"   # no empty .part left
 
 
 # --- Loading by name ------------------------------------------------------------------------------

@@ -199,15 +199,19 @@ def _record(name: str, url: str, size: int, sha256: str) -> None:
     _fsync_dir(home)
 
 
+class RecordMismatch(ConfigError):
+    """A file that differs from the registry's record of its name."""
+
+
 def check_recorded(name: str, file: Path) -> tuple[int, str]:
-    """(size, sha256) of `file`, refused (ConfigError) if it differs from the registry's record of
+    """(size, sha256) of `file`, refused (RecordMismatch) if it differs from the registry's record of
     `name`; recorded when there is none."""
     size, sha = file.stat().st_size, file_sha256(file)
     known = read_registry().get(name)
     if known is None:
         _record(name, lookup_weights(name).url, size, sha)
     elif (known.get("bytes"), known.get("sha256")) != (size, sha):
-        raise ConfigError(
+        raise RecordMismatch(
             f"'{name}' differs from the file recorded when it was first fetched ({known.get('recorded')}: "
             f"{known.get('bytes')} bytes, sha256 {str(known.get('sha256'))[:12]}...; this one: {size} bytes, "
             f"sha256 {sha[:12]}...): refused; if the release really changed, remove '{name}' from "
@@ -222,7 +226,8 @@ class _Dropped(Exception):
 
 @contextlib.contextmanager
 def _locked(part: Path):
-    """The .part file opened for appending and flock-ed: one downloader per file."""
+    """The .part file opened for appending and flock-ed: one downloader per file. Left empty (nothing
+    came), it is removed before the lock is released: no empty .part shows as a partial download."""
     f = open(part, "ab")
     try:
         try:
@@ -231,8 +236,13 @@ def _locked(part: Path):
         except ImportError:  # Windows: no flock; concurrent downloads of one name are the user's call
             pass
         except OSError:
+            f.close()
             raise ConfigError(f"another process is downloading '{part}'; wait for it to finish") from None
-        yield f
+        try:
+            yield f
+        finally:
+            if os.fstat(f.fileno()).st_size == 0:
+                part.unlink(missing_ok=True)
     finally:
         f.close()
 
@@ -244,9 +254,10 @@ def _content_range(value: str | None) -> tuple[int, int] | None:
 
 
 def _fetch_once(url: str, part: Path, progress: bool, label: str) -> None:
-    """Bring `part` to the whole file (a tqdm bar on a terminal when `progress`): a Range request for what is missing when it holds a start,
-    a fresh download when the server ignores the range. Raises _Dropped when the connection ends
-    early (what came is kept in `part`)."""
+    """Bring `part` to the whole file: a Range request for what is missing when it holds a start,
+    a fresh download when the server ignores the range; a tqdm bar on a terminal when `progress`.
+    Raises _Dropped when the connection ends early (what came is kept in `part`), StorageError
+    when `part` cannot be written (a full disk: not retried)."""
     from tqdm import tqdm
 
     with _locked(part) as f:
@@ -274,15 +285,20 @@ def _fetch_once(url: str, part: Path, progress: bool, label: str) -> None:
                 total = int(length) if length and length.isdigit() else None
             with tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
                       desc=label, disable=None if progress else True, leave=False) as bar:
-                try:
-                    while chunk := response.read(CHUNK):
-                        f.write(chunk)
-                        bar.update(len(chunk))
-                except (OSError, HTTPException) as err:
-                    raise _Dropped(f"connection lost ({type(err).__name__})") from None
-                finally:
-                    f.flush()
-                    os.fsync(f.fileno())
+                with writing(part):
+                    try:
+                        while True:
+                            try:
+                                chunk = response.read(CHUNK)
+                            except (OSError, HTTPException) as err:
+                                raise _Dropped(f"connection lost ({type(err).__name__})") from None
+                            if not chunk:
+                                break
+                            f.write(chunk)
+                            bar.update(len(chunk))
+                    finally:
+                        f.flush()
+                        os.fsync(f.fileno())
         got = part.stat().st_size
         if total is not None and got != total:
             raise _Dropped(f"connection closed after {got} of {total} bytes")
@@ -298,7 +314,7 @@ def download_weights(name: str, *, progress: bool = True) -> Path:
         try:
             check_recorded(name, final)
             return final
-        except ConfigError:  # damaged on this disk since it was checked: fetched again, and checked
+        except RecordMismatch:  # damaged on this disk since it was checked: fetched again, and checked
             _note(f"the cached download of {name} ({final}) differs from its record; downloading it again")
             final.unlink()
     with writing(final.parent):
@@ -309,24 +325,10 @@ def download_weights(name: str, *, progress: bool = True) -> Path:
         _note(f"resuming the download of {name} from {_size(part.stat().st_size)} ({url})")
     else:
         _note(f"downloading {name} ({url}) into {final.parent}")
-    wait = RETRY_WAIT
-    for attempt in range(1, RETRIES + 1):
-        try:
-            _fetch_once(url, part, progress, name)
-            break
-        except _Dropped as err:
-            why = str(err)
-        except (urllib.error.URLError, HTTPException, OSError) as err:
-            why = str(getattr(err, "reason", None) or err) or type(err).__name__
-        if attempt == RETRIES:
-            raise ConfigError(f"cannot download {url} ({why}) after {RETRIES} attempts; what came is kept "
-                              f"in '{part}' and the next attempt resumes it")
-        _note(f"download of {name} interrupted ({why}); resuming in {wait:.0f} s")
-        time.sleep(wait)
-        wait *= 2
+    _fetch(name, url, part, progress)
     try:
         size, _ = check_recorded(name, part)
-    except ConfigError:
+    except RecordMismatch:
         part.unlink()
         raise
     with writing(final):
@@ -334,6 +336,27 @@ def download_weights(name: str, *, progress: bool = True) -> Path:
     _fsync_dir(final.parent)
     _note(f"downloaded {name}: {_size(size)}, sha256 recorded in {weights_cache() / REGISTRY}")
     return final
+
+
+def _fetch(name: str, url: str, part: Path, progress: bool) -> None:
+    """`_fetch_once` up to RETRIES times, each resuming where the last one stopped."""
+    wait = RETRY_WAIT
+    for attempt in range(1, RETRIES + 1):
+        try:
+            _fetch_once(url, part, progress, name)
+            return
+        except _Dropped as err:
+            why = str(err)
+        except (urllib.error.URLError, HTTPException, OSError) as err:
+            why = str(getattr(err, "reason", None) or err) or type(err).__name__
+        if attempt == RETRIES:
+            kept = part.stat().st_size if part.exists() else 0
+            raise ConfigError(f"cannot download {url} ({why}) after {RETRIES} attempts; " + (
+                f"the {_size(kept)} that came are kept in '{part}' and the next call resumes from there"
+                if kept else "nothing came: check the network (or the mirror in $" + BASE_URL_ENV + ")"))
+        _note(f"download of {name} failed ({why}); trying again in {wait:.0f} s")
+        time.sleep(wait)
+        wait *= 2
 
 
 # --- Converted runs ------------------------------------------------------------------------------
