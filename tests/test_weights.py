@@ -356,3 +356,18 @@ def test_torch_hub_load_by_name(server):
     same_model(model, avmae.load("scenic/vggsound-av-finetuned-video"))
     model = torch.hub.load(str(ROOT), "audioset_av", source="local", pretrained=True)
     assert model.config.model.encoder == "mid" and not model.training
+
+
+def test_the_warning_of_a_classifier_loaded_by_name_names_the_command_that_adds_labels(server, tmp_path, capsys):
+    name = "scenic/vggsound-av-finetuned-video"
+    assert avmae.load(name).labels[:2] == ["class_000", "class_001"]
+    command = re.search(r"`(avmae import-scenic [^`]*)`", capsys.readouterr().err).group(1)
+    labels = tmp_path / "names.txt"
+    labels.write_text("".join(f"sound {i}\n" for i in range(309)))
+    argv = command.split()[1:]
+    assert argv[argv.index("--out") + 1] == str(run_path(name)) and "--overwrite" in argv
+    argv[argv.index("FILE")] = str(labels)
+    n = len(server.requests)
+    assert main(argv) == 0                     # the download is fetched again (load removed it)
+    assert len(server.requests) == n + 1
+    assert avmae.load(name).labels[:2] == ["sound 0", "sound 1"]
