@@ -20,7 +20,7 @@ _SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "src")
 if os.path.isdir(os.path.join(_SRC, "avmae")) and _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
-from avmae.interop.weights import OFFICIAL_WEIGHTS as _OFFICIAL  # noqa: E402
+from avmae.interop.weights import OFFICIAL_WEIGHTS as _OFFICIAL
 
 
 def _entry_point(name, what):

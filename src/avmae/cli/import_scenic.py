@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import argparse
 
-from avmae.interop import download_weights, import_scenic, is_weights_name, lookup_weights
+from avmae.interop import (
+    download_weights,
+    import_scenic,
+    is_weights_name,
+    lookup_weights,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

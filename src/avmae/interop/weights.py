@@ -228,23 +228,19 @@ class _Dropped(Exception):
 def _locked(part: Path):
     """The .part file opened for appending and flock-ed: one downloader per file. Left empty (nothing
     came), it is removed before the lock is released: no empty .part shows as a partial download."""
-    f = open(part, "ab")
-    try:
+    with open(part, "ab") as f:
         try:
             import fcntl
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except ImportError:  # Windows: no flock; concurrent downloads of one name are the user's call
             pass
         except OSError:
-            f.close()
             raise ConfigError(f"another process is downloading '{part}'; wait for it to finish") from None
         try:
             yield f
         finally:
             if os.fstat(f.fileno()).st_size == 0:
                 part.unlink(missing_ok=True)
-    finally:
-        f.close()
 
 
 def _content_range(value: str | None) -> tuple[int, int] | None:
@@ -283,22 +279,22 @@ def _fetch_once(url: str, part: Path, progress: bool, label: str) -> None:
                 f.truncate(0)
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
-            with tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=label, disable=None if progress else True, leave=False) as bar:
-                with writing(part):
-                    try:
-                        while True:
-                            try:
-                                chunk = response.read(CHUNK)
-                            except (OSError, HTTPException) as err:
-                                raise _Dropped(f"connection lost ({type(err).__name__})") from None
-                            if not chunk:
-                                break
-                            f.write(chunk)
-                            bar.update(len(chunk))
-                    finally:
-                        f.flush()
-                        os.fsync(f.fileno())
+            bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                       desc=label, disable=None if progress else True, leave=False)
+            with bar, writing(part):
+                try:
+                    while True:
+                        try:
+                            chunk = response.read(CHUNK)
+                        except (OSError, HTTPException) as err:
+                            raise _Dropped(f"connection lost ({type(err).__name__})") from None
+                        if not chunk:
+                            break
+                        f.write(chunk)
+                        bar.update(len(chunk))
+                finally:
+                    f.flush()
+                    os.fsync(f.fileno())
         got = part.stat().st_size
         if total is not None and got != total:
             raise _Dropped(f"connection closed after {got} of {total} bytes")
