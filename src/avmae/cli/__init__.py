@@ -37,6 +37,8 @@ COMMANDS = {
     "init-from": ("avmae.cli.init_from", "a public VideoMAE / ImageNet MAE / AudioMAE checkpoint -> the "
                   "encoders of a new pretraining run"),
     "check": ("avmae.cli.check", "list a run's checkpoints and whether each verifies"),
+    "weights": ("avmae.cli.weights", "the official pretrained weights by name: what each is, "
+                "whether it is cached, and where the cache is"),
 }
 
 
