@@ -7,6 +7,12 @@ same process, no model.
     python bench/bench_loader.py --preset base --size 256 --seconds 8 --clips 48 --batch 8
 
 Prints one JSON line per loader kind: clips/s over all epochs (median of --repeats passes).
+
+With --jpeg-decode cpu cuda it measures instead the run's loader from the same format-2 shards
+with data.jpeg_decode set to each (cuda: the workers leave the JPEG frames undecoded and each
+batch is decoded by nvJPEG on the GPU, avmae.data.gpu_jpeg), alternately in one process; each
+line says which path was actually used ("jpeg_decode", and why: without CUDA or torchvision the
+flag falls back to the CPU path). The clock stops after the GPU has finished the last batch.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from common import emit, machine, write_record  # noqa: E402
@@ -46,6 +54,14 @@ def run_loader(dataset, cfg, batch: int, epochs: int) -> int:
     return sum(len(b["index"]) for b in loader)
 
 
+def jpeg_decode_loader(dataset, cfg, batch: int, epochs: int) -> int:
+    """The run's loader; on the GPU path, waits for the decoding of the last batch."""
+    clips = run_loader(dataset, cfg, batch, epochs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return clips
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--preset", default="tiny-4l-cpu")
@@ -57,16 +73,21 @@ def main() -> None:
     p.add_argument("--size", type=int, default=80)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--synth-workers", type=int, default=2, help="processes for synth and prepare")
+    p.add_argument("--jpeg-decode", nargs="+", choices=["cpu", "cuda"],
+                   help="measure the run's loader with data.jpeg_decode set to each instead")
     p.add_argument("--out", help="append every JSON line to this file too")
     args = p.parse_args()
     cfg = build_config(args.preset, args.overrides + [f"data.num_workers={args.workers}"])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         assert avmae(["synth", str(tmp / "data"), "--clips", str(args.clips), "--size", str(args.size),
-                      "--seconds", str(args.seconds), "--workers", "2"]) == 0
+                      "--seconds", str(args.seconds), "--workers", str(args.synth_workers)]) == 0
         sets = [a for s in args.overrides for a in ("--set", s)]
         assert avmae(["prepare", str(tmp / "data" / "train.csv"), "--out", str(tmp / "shards"),
-                      "--preset", args.preset, *sets, "--workers", "2"]) == 0
+                      "--preset", args.preset, *sets, "--workers", str(args.synth_workers)]) == 0
+        if args.jpeg_decode:
+            return measure_jpeg_decode(tmp / "shards", cfg, args)
         dataset = build_dataset(tmp / "shards", cfg, train=True)
         times = {"per_epoch_loaders": [], "run_loader": []}
         for _ in range(args.repeats):
@@ -84,6 +105,29 @@ def main() -> None:
                       "machine": machine()}
             emit(record)
             write_record(args.out, record)
+
+
+def measure_jpeg_decode(shards: Path, cfg, args) -> None:
+    """One JSON line per data.jpeg_decode value: the run's loader, clips/s over all epochs."""
+    datasets = {}
+    for mode in args.jpeg_decode:
+        mode_cfg = copy.deepcopy(cfg)
+        mode_cfg.data.jpeg_decode = mode
+        datasets[mode] = (build_dataset(shards, mode_cfg, train=True), mode_cfg)
+    times = {mode: [] for mode in datasets}
+    for _ in range(args.repeats):
+        for mode, (dataset, mode_cfg) in datasets.items():
+            t0 = time.perf_counter()
+            clips = jpeg_decode_loader(dataset, mode_cfg, args.batch, args.epochs)
+            times[mode].append((time.perf_counter() - t0, clips))
+    for mode, runs in times.items():
+        seconds = statistics.median(t for t, _ in runs)
+        record = {"bench": "train_loader_jpeg_decode", **datasets[mode][0].jpeg_decode,
+                  "preset": args.preset, "batch": args.batch, "epochs": args.epochs,
+                  "workers": args.workers, "clips": runs[0][1], "seconds": round(seconds, 3),
+                  "clips_per_s": round(runs[0][1] / seconds, 1), "machine": machine()}
+        emit(record)
+        write_record(args.out, record)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,11 @@
 #   7 MBT ViT-L finetuning without checkpointing: its largest batch
 #   8 with and without each fast-path piece at base: SDPA's math kernel, foreach (not fused)
 #     AdamW, fp32+TF32, fp32 without TF32
+#   9 shards format 2's loader at base (14 workers), JPEG frames decoded in the workers
+#     (data.jpeg_decode=cpu) against after the batch on the GPU (=cuda, nvJPEG): clips/s of each.
+#     Needs torchvision (avmae[gpu-jpeg]) built for the machine's torch; without it the cuda row
+#     says it fell back to the CPU path ("jpeg_decode": "cpu" and why). Last, so it may find no
+#     time left of the default budget: run it alone with the command in BENCHMARKS.md.
 #
 # Needs torch with CUDA, numpy, safetensors, tqdm, msgpack, matplotlib, and PyAV (`av`, steps 4).
 # The project's lent H200 (python3 3.12, torch 2.11+cu130) has all but PyAV and no network; carry
@@ -46,9 +51,11 @@ START=$(date +%s)
 
 if [ "$SMOKE" = "--smoke" ]; then
   DEV=(--device cpu --smoke); DATA=(--device cpu --smoke --workers 1 --synth-workers 1)
+  JPEG=(--clips 16 --size 48 --seconds 1.2 --batch 4 --epochs 1 --repeats 1 --workers 1 --synth-workers 1)
   BUDGET=${SUITE_BUDGET:-900}
 else
   DEV=(--device cuda); DATA=(--device cuda --clips 160 --size 256 --seconds 8 --workers 14 --synth-workers 16)
+  JPEG=(--preset base --clips 128 --size 256 --seconds 10 --batch 32 --epochs 2 --repeats 2 --workers 14 --synth-workers 16)
 fi
 
 note() {  # one JSON line about a step, on stdout and in the results
@@ -92,4 +99,5 @@ step base_math_attention 30 bench_model.py "${DEV[@]}" --preset base --batch 64 
 step base_foreach_adamw 30 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes bf16 --repeats 5 --no-fused
 step base_fp32_tf32 30 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes fp32 --repeats 3
 step base_fp32_no_tf32 30 bench_model.py "${DEV[@]}" --preset base --batch 64 --dtypes fp32 --repeats 3 --no-tf32
+step shards_jpeg_decode_gpu 150 bench_loader.py "${JPEG[@]}" --jpeg-decode cpu cuda
 note suite_end done "$(( $(date +%s) - START ))"

@@ -245,6 +245,9 @@ CASES = [
     ("import-set-width", ["import-scenic", "{flax}", "--out", "{out}", "--set", "model.embed_dim=32"], 2),
     ("import-set-unknown", ["import-scenic", "{flax}", "--out", "{out}", "--set", "nosuch.key=1"], 2),
     ("import-existing-run", ["import-scenic", "{flax}", "--out", "{pre}"], 2),
+    ("import-unknown-name", ["import-scenic", "scenic/nosuch", "--out", "{out}"], 2),
+    # --- weights
+    ("weights-extra-argument", ["weights", "scenic/audioset-av"], 2),
     # --- check
     ("check-missing", ["check", "{missing}"], 2),
     ("check-file", ["check", "{text}"], 2),

@@ -14,7 +14,7 @@ from avmae.cli import COMMANDS, build_parser, main
 DATA = Path(__file__).parent / "data" / "scenic"
 # One name per kind of positional argument, across commands.
 POSITIONALS = {"RUN_OR_CHECKPOINT", "DATA", "MANIFEST", "OUT_DIR", "CLIP", "CHECKPOINT", "DATASET",
-               "ANNOTATION", "TABLE"}
+               "ANNOTATION", "TABLE", "SOURCE"}
 
 
 def subparser(command: str) -> argparse.ArgumentParser:

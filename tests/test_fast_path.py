@@ -300,9 +300,9 @@ def test_gpu_suite_runs_end_to_end_at_tiny_sizes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     steps = {r["step"]: r["status"] for r in rows if r["bench"] == "suite_step"}
-    assert len(steps) == 14 and all(v in ("ok", "done") for v in steps.values()), steps
+    assert len(steps) == 15 and all(v in ("ok", "done") for v in steps.values()), steps
     kinds = {r["bench"] for r in rows}
     assert {"matmul_peak", "pretrain_step", "pretrain_largest_batch", "finetune_step",
             "finetune_largest_batch", "gpu_hours", "pretrain_end_to_end", "pretrain_loop",
-            "profile_kernel"} <= kinds
+            "profile_kernel", "train_loader_jpeg_decode"} <= kinds
     assert all(r["fits"] for r in rows if "fits" in r)

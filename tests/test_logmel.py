@@ -167,6 +167,30 @@ def test_stats_over_a_manifest(tmp_path, capsys):
     assert (out["clips"], out["skipped"]) == (1, 1)
 
 
+def test_stats_over_shards_equal_the_manifests(tmp_path, capsys):
+    """`avmae stats SHARDS` reads the same centre windows as `avmae stats MANIFEST`: the same
+    numbers up to the shards' JPEG and float16 rounding, counts and problems included."""
+    media.write_clip(tmp_path / "a.mp4", seconds=1.5, audio_fn=media.tone(440.0))
+    media.write_clip(tmp_path / "b.mp4", seconds=1.0, audio=False)
+    (tmp_path / "m.csv").write_text("path\na.mp4\nb.mp4\n")
+    sets = ["--set", "data.num_frames=4", "--set", "data.short_side=32", "--set",
+            "data.crop_size=32", "--set", "data.audio_seconds=0.5"]
+    assert main(["prepare", str(tmp_path / "m.csv"), "--out", str(tmp_path / "shards"),
+                 "--keep-every", "1", *sets]) == 0     # every frame: the raw path's window exactly
+    capsys.readouterr()
+    got = {}
+    for name in ("m.csv", "shards"):
+        assert main(["stats", str(tmp_path / name), *sets]) == 0
+        got[name] = json.loads(capsys.readouterr().out)
+    manifest, shards = got["m.csv"], got["shards"]
+    for key in ("clips", "skipped", "audio_clips", "video_clips", "clips_with_problems"):
+        assert shards[key] == manifest[key], key
+    assert shards["audio_mean"] == pytest.approx(manifest["audio_mean"], abs=0.01)
+    assert shards["audio_std"] == pytest.approx(manifest["audio_std"], abs=0.01)
+    assert shards["video_mean"] == pytest.approx(manifest["video_mean"], abs=0.01)
+    assert shards["video_std"] == pytest.approx(manifest["video_std"], abs=0.01)
+
+
 def test_stats_user_errors_exit_2(tmp_path, capsys):
     assert main(["stats", str(tmp_path / "missing.csv")]) == 2
     assert main(["stats", str(tmp_path)]) == 2

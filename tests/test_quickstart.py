@@ -21,16 +21,26 @@ def test_fast_quickstart_runs_every_stage_and_writes_results(tmp_path, capsys):
     positions = [printed.index(f"$ avmae {c}") for c in
                  ("synth", "prepare", "pretrain", "probe", "finetune", "evaluate", "visualize")]
     assert positions == sorted(positions)
-    assert len(re.findall(r"^\$ avmae finetune ", printed, re.M)) == 6
-    assert len(re.findall(r"^\$ avmae evaluate ", printed, re.M)) == 6
+    K = quickstart.FAST.finetune_seeds
+    assert len(re.findall(r"^\$ avmae finetune ", printed, re.M)) == 6 * K
+    assert len(re.findall(r"^\$ avmae evaluate ", printed, re.M)) == 6 * K
     assert "--init scratch --preset tiny-4l-cpu" in printed
     assert all(f"=== [{i}/7]" in printed for i in range(1, 8))
     assert f"$ avmae probe {out / 'runs' / 'avmae'} --data {out / 'shards' / 'labelled'}" in printed
     assert "$ avmae probe scratch --preset tiny-4l-cpu --seed 0" in printed
 
     results = json.loads((out / "results.json").read_text())
-    assert list(results) == ["random_init", "avmae", "probe"]
+    assert list(results) == ["random_init", "avmae", "spread", "runs", "probe"]
     probes = results.pop("probe")
+    spread, runs_top1 = results.pop("spread"), results.pop("runs")
+    for init in ("random_init", "avmae"):           # each cell: the mean and sd of its K runs
+        for m in ("audio", "video", "av"):
+            values = runs_top1[init][m]
+            assert len(values) == K
+            assert results[init][m] == pytest.approx(sum(values) / K, abs=0.01)
+            mean = sum(values) / K
+            sd = (sum((v - mean) ** 2 for v in values) / (K - 1)) ** 0.5
+            assert spread[init][m] == pytest.approx(sd, abs=0.01)
     assert list(probes) == ["random_init", "avmae"]
     for row in probes.values():
         assert list(row) == ["linear", "knn"]
@@ -40,34 +50,48 @@ def test_fast_quickstart_runs_every_stage_and_writes_results(tmp_path, capsys):
         assert all(isinstance(v, float) and 0.0 <= v <= 100.0 for v in row.values())
     # the printed table holds the same numbers
     r, a = results["random_init"], results["avmae"]
-    assert f"| Random init | {r['audio']:.1f} | {r['video']:.1f} | {r['av']:.1f} |" in printed
+    sr, sa = spread["random_init"], spread["avmae"]
+    assert (f"| Random init | {r['audio']:.1f} +- {sr['audio']:.1f} | {r['video']:.1f} +- "
+            f"{sr['video']:.1f} | {r['av']:.1f} +- {sr['av']:.1f} |") in printed
     p = probes["avmae"]
-    assert (f"| AV-MAE | {a['audio']:.1f} | {a['video']:.1f} | {a['av']:.1f} | {p['linear']:.1f} | "
-            f"{p['knn']:.1f} |") in printed
+    assert (f"| AV-MAE | {a['audio']:.1f} +- {sa['audio']:.1f} | {a['video']:.1f} +- {sa['video']:.1f} | "
+            f"{a['av']:.1f} +- {sa['av']:.1f} | {p['linear']:.1f} | {p['knn']:.1f} |") in printed
 
     runs = out / "runs"
     assert list((runs / "avmae" / "figures").glob("reconstruction_step*.png"))
     assert (out / "figures" / "reconstruction_test_clip.png").stat().st_size > 0
     assert (runs / "avmae" / "loss_curve.png").exists()
-    assert len(list(runs.glob("*_*/loss_curve.png"))) == 6
+    assert len(list(runs.glob("*_*/loss_curve.png"))) == 6 * K
     shown = re.findall(r"^  (\S+\.png)$", printed, re.M)          # every picture path printed
     assert len(shown) >= 8 and all(Path(p).exists() for p in shown)
 
     # the finetuned models really are what their names say
     for init in ("random_init", "avmae"):
         for m in ("audio", "video", "av"):
-            cfg = json.loads((runs / f"{init}_{m}" / "config.json").read_text())
-            assert cfg["finetune"]["modality"] == m
-            assert cfg["train"]["steps"] == quickstart.FAST.finetune_steps
+            seeds = set()
+            for k in range(K):
+                cfg = json.loads((runs / f"{init}_{m}_s{k}" / "config.json").read_text())
+                assert cfg["finetune"]["modality"] == m
+                assert cfg["train"]["steps"] == quickstart.FAST.finetune_steps
+                seeds.add(cfg["train"]["seed"])
+            assert len(seeds) == K                       # K different finetuning draws
     # pretraining saw every training clip, finetuning only the labelled subset
     assert f"--data {out / 'shards' / 'labelled'}" in printed
     assert re.search(rf"avmae pretrain .*--data {out / 'shards' / 'train'} ", printed)
     meta = {s: json.loads((out / "shards" / s / "meta.json").read_text())
-            for s in ("train", "labelled", "test")}
+            for s in ("train", "labelled", "val", "test")}
     assert meta["labelled"]["clips"] == 8 * quickstart.FAST.labelled_per_class < meta["train"]["clips"]
+    assert meta["val"]["clips"] == 8 * quickstart.FAST.val_per_class
+    # finetuning validates on its own split: training clips, none of them labelled for finetuning
+    labelled = (out / "data" / "labelled.csv").read_text().splitlines()[1:]
+    val = (out / "data" / "val.csv").read_text().splitlines()[1:]
+    train = (out / "data" / "train.csv").read_text().splitlines()[1:]
+    assert not set(labelled) & set(val) and set(val) <= set(train)
+    finetunes = re.findall(r"^\$ avmae finetune .*$", printed, re.M)
+    assert all(f"--val {out / 'shards' / 'val'} " in line for line in finetunes)
     assert meta["test"]["clips"] == quickstart.FAST.test_clips
     assert meta["train"]["clips"] == quickstart.FAST.clips - quickstart.FAST.test_clips
-    log = (runs / "avmae_av" / "metrics.jsonl").read_text()
+    log = (runs / "avmae_av_s0" / "metrics.jsonl").read_text()
     assert str(runs / "avmae") in printed and "val_top1" in log
 
     # a second run into the same folder is refused unless asked to overwrite

@@ -1,16 +1,20 @@
 """The Python API for library users (DESIGN: keep these two stable).
 
     model = avmae.load("runs/official")           # a run folder, checkpoint folder or .safetensors
+    model = avmae.load("scenic/audioset-av")      # official weights by name (`avmae weights`)
     clip = avmae.load_clip("video.mp4", model)    # exactly the inputs this model takes
     with torch.no_grad():
         tokens = model.forward_features(**clip)   # {"audio": (1, N_a, D), "video": (1, N_v, D)}
 
 `load` returns the pretraining model (`AVMAE`) or the finetuned classifier, in eval mode on the CPU,
 with the run's whole `Config` as `model.config` and, for a classifier, its class names as
-`model.labels` (index = class id). `load_clip` decodes one file as evaluation does (centre crop,
-the start of the clip, the input lengths of the model's own config: a classifier's finetuning
-input, e.g. 32 frames) into model-ready tensors with a batch axis, one per modality the model takes
-and no other; a missing soundtrack or picture is filled as the data pipeline fills it.
+`model.labels` (index = class id). A name from `avmae weights` is downloaded and converted into the
+cache on first use (avmae.interop.weights) and read from there afterwards, with no network; an
+existing file or folder of that name takes precedence. `load_clip` decodes one file as evaluation
+does (centre crop, the start of the clip, the input lengths of the model's own config: a
+classifier's finetuning input, e.g. 32 frames) into model-ready tensors with a batch axis, one per
+modality the model takes and no other; a missing soundtrack or picture is filled as the data
+pipeline fills it.
 
 Errors are Python's standard types: a missing file FileNotFoundError, a file that cannot be decoded
 ValueError; a bad checkpoint or config avmae's ConfigError.
@@ -27,8 +31,12 @@ from avmae.config import Config
 
 
 def load(path: str | Path) -> nn.Module:
+    from avmae.interop import is_weights_name, pretrained_run
     from avmae.models import load_model
     from avmae.models.loading import class_names
+
+    if is_weights_name(path):
+        path = pretrained_run(str(path))
 
     model, cfg, kind, meta, file = load_model(path)
     model.config = cfg

@@ -38,7 +38,7 @@ DECODERS = ("shared", "separate", "joint")
 OBJECTIVES = ("joint", "inpaint_video_from_audio", "inpaint_audio_from_video", "inpaint_both",
               "joint_and_inpaint")
 MODALITIES = ("audio_video", "audio", "video")
-POS_EMBEDS = ("sincos_1d", "sincos_factorised")
+POS_EMBEDS = ("sincos_1d", "sincos_factorised", "sincos_2d", "sincos_2d_audiomae")  # models/pos_embed.py
 
 
 @dataclass
@@ -71,6 +71,9 @@ class ModelConfig:
     pos_embed: str = "sincos_1d"
     sincos_layout: str = "halves"        # halves [sin | cos] (MAE) | interleaved (official release)
     modality_embed: bool = False
+    cls_token: bool = False              # a learned [CLS] token per modality put before the visible
+                                         # tokens in the encoder and taken off after it (MAE,
+                                         # AudioMAE; set by `avmae init-from mae|audiomae`)
     # Transformer details where the official release differs from PyTorch's defaults
     gelu: str = "exact"                  # exact (torch, timm) | tanh (flax nn.gelu, official release)
     layer_norm_eps: float = 1e-6         # timm's ViT and flax's LayerNorm both use 1e-6
@@ -118,6 +121,9 @@ class DataConfig:
     num_workers: int = 2
     prefetch_factor: int = 4             # batches each worker loads ahead (with num_workers > 0)
     shuffle: bool = True
+    jpeg_decode: str = "cpu"             # cpu | cuda: where shards format 2's JPEG frames are decoded;
+                                         # cuda = nvJPEG after the batch (avmae.data.gpu_jpeg), the
+                                         # cpu path where CUDA or torchvision is missing
 
     @property
     def audio_frames(self) -> int:
@@ -377,6 +383,7 @@ def validate(cfg: Config) -> None:
     _choice("model.gelu", m.gelu, ("exact", "tanh"))
     _choice("data.window", d.window, ("hamming", "hanning", "povey", "rectangular"))
     _choice("data.missing_modality", d.missing_modality, ("fill", "skip"))
+    _choice("data.jpeg_decode", d.jpeg_decode, ("cpu", "cuda"))
     _choice("train.optimizer", cfg.train.optimizer, ("adamw", "sgd"))
     _choice("train.amp", cfg.train.amp, ("auto", "bf16", "off"))
     _choice("finetune.modality", cfg.finetune.modality, ("audio", "video", "av"))

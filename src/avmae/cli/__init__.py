@@ -34,7 +34,11 @@ COMMANDS = {
     "quickstart": ("avmae.cli.quickstart", "the whole method end to end on the embedded default"),
     "reproduce": ("avmae.cli.reproduce", "run one of the paper's ablation tables at a chosen scale"),
     "import-scenic": ("avmae.cli.import_scenic", "an official Scenic (Flax) AV-MAE / MBT checkpoint -> an avmae run"),
+    "init-from": ("avmae.cli.init_from", "a public VideoMAE / ImageNet MAE / AudioMAE checkpoint -> the "
+                  "encoders of a new pretraining run"),
     "check": ("avmae.cli.check", "list a run's checkpoints and whether each verifies"),
+    "weights": ("avmae.cli.weights", "the official pretrained weights by name: what each is, "
+                "whether it is cached, and where the cache is"),
 }
 
 

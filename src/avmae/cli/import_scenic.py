@@ -1,16 +1,24 @@
 """`avmae import-scenic`: an official Scenic (Flax) checkpoint -> an avmae run (the work:
-avmae.interop.scenic)."""
+avmae.interop.scenic). CHECKPOINT may also be a name from `avmae weights` (downloaded into the
+cache, or taken from it: avmae.interop.weights)."""
 
 from __future__ import annotations
 
 import argparse
 
-from avmae.interop import import_scenic
+from avmae.interop import (
+    download_weights,
+    import_scenic,
+    is_weights_name,
+    lookup_weights,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
-                        help="an official Scenic AV-MAE / MBT checkpoint (legacy Flax msgpack)")
+                        help="an official Scenic AV-MAE / MBT checkpoint (legacy Flax msgpack), or the "
+                             "name of one (e.g. scenic/audioset-av; the list: avmae weights), "
+                             "downloaded into the cache on first use")
     parser.add_argument("--out", required=True, metavar="RUN", help="the run folder to write")
     parser.add_argument("--preset", choices=["audioset-large", "vggsound-large"],
                         help="the official setup (input lengths, mask ratios, fusion layer, labels); "
@@ -39,8 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from safetensors import safe_open
 
     from avmae.checkpoint import WEIGHTS
-    ckpt = import_scenic(args.checkpoint, args.out, preset=args.preset, labels=args.labels,
-                         overrides=args.overrides, overwrite=args.overwrite)
+    checkpoint, preset, source = args.checkpoint, args.preset, None
+    if is_weights_name(checkpoint):
+        entry = lookup_weights(checkpoint)  # an unknown name: one line listing the names
+        checkpoint, preset, source = download_weights(entry.name), preset or entry.preset, entry.name
+    ckpt = import_scenic(checkpoint, args.out, preset=preset, labels=args.labels,
+                         overrides=args.overrides, overwrite=args.overwrite, source=source)
     with safe_open(str(ckpt / WEIGHTS), framework="pt") as f:
         kind = (f.metadata() or {}).get("kind", "")
     print(next_commands(args.out, kind))

@@ -11,7 +11,7 @@ from avmae.data import dataset_stats
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("data", metavar="DATA", help="manifest CSV (path column relative to it)")
+    parser.add_argument("data", metavar="DATA", help="manifest CSV (path column relative to it) or shards folder")
     parser.add_argument("--preset", default=None, help="preset whose DataConfig to use")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="config override, e.g. data.window=hanning")

@@ -3,6 +3,7 @@
 from avmae.data.annotations import DATASETS, SPLITS, VAL_FRACTION, hold_out, write_manifests
 from avmae.data.dataset import ClipDataset, build_dataset, build_loader, build_train_loader
 from avmae.data.decode import MediaError, read_clip
+from avmae.data.gpu_jpeg import choose_jpeg_decode, gpu_jpeg_available
 from avmae.data.logmel import log_mel
 from avmae.data.manifest import (
     as_vocab,
@@ -39,6 +40,8 @@ __all__ = [
     "build_train_loader",
     "MediaError",
     "read_clip",
+    "choose_jpeg_decode",
+    "gpu_jpeg_available",
     "log_mel",
     "as_vocab",
     "build_vocab",

@@ -8,6 +8,10 @@ One sample is a chain of small named steps:
     tensors  video_tensor (crop, jitter, flip, [-1, 1]); audio_tensor (crop/pad, normalise)
     label    precomputed class indices (checked against the vocabulary when the dataset is built)
 
+With data.jpeg_decode=cuda on shards (avmae.data.gpu_jpeg) the video's load and tensors steps
+are split: the worker draws the window and the transform's choices and passes the window's JPEG
+files in "video_jpeg"; the loader decodes them after the batch (on the GPU) into "video".
+
 Sample dict (DATA_CONTRACT): "video" float32 (3, T, S, S), "audio" float32 (1, audio_frames,
 mel_bins), "has_video"/"has_audio" bool (False = filled with zeros), "index" int64 clip index,
 "view" int64, and "label" when a label column is chosen: int64 () single label, float32 (C,)
@@ -39,10 +43,18 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 
 from avmae.config import Config, ConfigError, DataConfig
 from avmae.data.decode import MediaError, read_clip
+from avmae.data.gpu_jpeg import DecodeAfterBatch, Decoder, choose_jpeg_decode, nvjpeg_decoder
 from avmae.data.manifest import StringColumn, as_vocab, build_vocabs, encode_labels, load_manifest
 from avmae.data.shards import ShardSource
 from avmae.data.storage import is_url
-from avmae.data.transforms import audio_logmel, audio_tensor, fill_audio, fill_video, video_tensor
+from avmae.data.transforms import (
+    audio_logmel,
+    audio_tensor,
+    draw_video_plan,
+    fill_audio,
+    fill_video,
+    video_tensor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +139,11 @@ class ClipDataset(Dataset):
         # Modalities the model consumes: only a missing one of these is "missing" for the policy.
         self.needed = {"audio": cfg.model.has_audio, "video": cfg.model.has_video}
         self._warned: set[int] = set()
+        # Shards' JPEG frames left for the loader to decode after the batch (gpu_jpeg): set by
+        # build_dataset as data.jpeg_decode and the machine decide (`jpeg_decode`, for the log).
+        self.decode_after_batch = False
+        self.jpeg_decode = {"jpeg_decode": "cpu", "jpeg_decode_asked": cfg.data.jpeg_decode,
+                            "jpeg_decode_why": "not decided by build_dataset"}
 
     @property
     def paths(self) -> StringColumn:
@@ -152,7 +169,12 @@ class ClipDataset(Dataset):
         d = self.cfg.data
         rng = sample_rng(self.seed, epoch, index, view) if self.train else None
         try:
-            frames, logmel = self.source.load(index, rng=rng, view=view, num_views=self.num_views)
+            if self.decode_after_batch:  # shards only: frames is then a JpegFrames
+                frames, logmel = self.source.load(index, rng=rng, view=view,
+                                                  num_views=self.num_views, decode=False)
+            else:
+                frames, logmel = self.source.load(index, rng=rng, view=view,
+                                                  num_views=self.num_views)
         except (MediaError, OSError) as err:
             self._warn(index, f"skipped ({media_reason(err, self.source.paths[index])})")
             return None
@@ -168,9 +190,14 @@ class ClipDataset(Dataset):
                 self._warn(index, f"skipped (no {' and no '.join(missing)})")
                 return None
             self._warn(index, f"no {missing[0]}: filled with zeros and flagged")
+        if self.decode_after_batch:  # the same draws from rng as video_tensor's, pixels later
+            video = {"video_jpeg": None if frames is None else (frames, draw_video_plan(
+                frames.height, frames.width, d, train=self.train, rng=rng))}
+        else:
+            video = {"video": video_tensor(frames, d, train=self.train, rng=rng)
+                     if frames is not None else fill_video(d)}
         sample = {
-            "video": video_tensor(frames, d, train=self.train, rng=rng) if frames is not None
-            else fill_video(d),
+            **video,
             "audio": audio_tensor(logmel, d) if logmel is not None else fill_audio(d),
             "has_video": torch.tensor(frames is not None),
             "has_audio": torch.tensor(logmel is not None),
@@ -197,7 +224,7 @@ class ClipDataset(Dataset):
 
 def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
                   label_column: str | None = None, vocab: dict | list | None = None,
-                  num_views: int = 1) -> ClipDataset:
+                  num_views: int = 1, decode_after_batch: bool | None = None) -> ClipDataset:
     """A manifest CSV or a shards folder (a path, or an fsspec URL: avmae.data.storage) ->
     ClipDataset yielding the sample dict above.
 
@@ -205,6 +232,11 @@ def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
     "verb,noun". vocab: {column: [class names]} (or a plain list for one column); None builds
     it from this data (sorted unique names). The dataset's `vocab` is the one used: save it
     beside the run and pass it to every later stage.
+
+    decode_after_batch: None decides by data.jpeg_decode and this machine
+    (gpu_jpeg.choose_jpeg_decode: True only for shards with CUDA and torchvision); False decodes
+    in the workers; True (shards only) leaves the frames for the loader's decoder (a test on a
+    CPU passes gpu_jpeg.pillow_decoder to build_loader).
     """
     path = str(data) if is_url(str(data)) else Path(data)
     if isinstance(path, str) or path.is_dir():  # a URL is a shards folder (avmae.data.storage)
@@ -220,8 +252,16 @@ def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
     else:
         vocab = None
     source.clips = None  # encoded above; only the compact columns travel to the workers
-    return ClipDataset(source, cfg, train=train, labels=labels, vocab=vocab,
-                       label_column=label_column, num_views=num_views)
+    dataset = ClipDataset(source, cfg, train=train, labels=labels, vocab=vocab,
+                          label_column=label_column, num_views=num_views)
+    shards = isinstance(source, ShardSource)
+    if decode_after_batch is None:
+        dataset.jpeg_decode = choose_jpeg_decode(cfg.data.jpeg_decode, shards)
+        decode_after_batch = dataset.jpeg_decode["jpeg_decode"] == "cuda"
+    elif decode_after_batch and not shards:
+        raise ConfigError(f"data {path}: only shards hold JPEG frames to decode after the batch")
+    dataset.decode_after_batch = decode_after_batch
+    return dataset
 
 
 # ---- loading: sampler, collate, workers -----------------------------------------------------
@@ -287,7 +327,8 @@ class RunBatchSampler(Sampler):
 
 
 class Collate:
-    """Stack the kept samples; count the skipped ones (None) in "num_skipped"."""
+    """Stack the kept samples; count the skipped ones (None) in "num_skipped". Undecoded
+    windows ("video_jpeg", gpu_jpeg) stay a list, one entry per kept sample."""
 
     def __init__(self, template: dict):
         self.template = template
@@ -295,7 +336,10 @@ class Collate:
     def __call__(self, samples: list) -> dict:
         kept = [s for s in samples if s is not None]
         if kept:
+            windows = [s.pop("video_jpeg") for s in kept] if "video_jpeg" in kept[0] else None
             batch = default_collate(kept)
+            if windows is not None:
+                batch["video_jpeg"] = windows
         else:  # every clip of the batch was unreadable: empty tensors of the right shapes
             batch = {k: v.unsqueeze(0)[:0] for k, v in self.template.items()}
         batch["num_skipped"] = len(samples) - len(kept)
@@ -308,35 +352,42 @@ def worker_init(worker_id: int) -> None:
     get_worker_info().dataset.reopen()
 
 
-def _data_loader(dataset: ClipDataset, cfg: Config, sampler: Sampler, workers: int) -> DataLoader:
+def _data_loader(dataset: ClipDataset, cfg: Config, sampler: Sampler, workers: int,
+                 jpeg_decoder: Decoder | None) -> DataLoader | DecodeAfterBatch:
     # Pinned (page-locked) batches let the loops' non-blocking copies to a GPU overlap compute;
     # each worker keeps `prefetch_factor` batches ready, and keeps its open shards between passes.
     background = {"prefetch_factor": cfg.data.prefetch_factor, "persistent_workers": True,
                   "worker_init_fn": worker_init} if workers > 0 else {}
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
-                      collate_fn=Collate(dataset.template()),
-                      pin_memory=torch.cuda.is_available(), **background)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
+                        collate_fn=Collate(dataset.template()),
+                        pin_memory=torch.cuda.is_available(), **background)
+    if not dataset.decode_after_batch:
+        return loader
+    # The workers left the JPEG frames undecoded: decode each batch here (nvJPEG by default).
+    return DecodeAfterBatch(loader, cfg.data, jpeg_decoder or nvjpeg_decoder())
 
 
 def build_train_loader(dataset: ClipDataset, cfg: Config, *, batch_size: int, rank: int,
                        world_size: int, seed: int, per_epoch: int, start: int,
-                       total: int) -> DataLoader:
+                       total: int, jpeg_decoder: Decoder | None = None) -> DataLoader:
     """The training loops' loader: batches `start` to `total` of the run (`RunBatchSampler`),
-    each batch of epoch e exactly the one `build_loader(..., epoch=e)` gives at that position."""
+    each batch of epoch e exactly the one `build_loader(..., epoch=e)` gives at that position.
+    jpeg_decoder: for a dataset with decode_after_batch (default: nvJPEG on this CUDA device)."""
     sampler = RunBatchSampler(len(dataset), batch_size=batch_size, shuffle=cfg.data.shuffle,
                               seed=seed, rank=rank, world_size=world_size, per_epoch=per_epoch,
                               start=start, total=total)
-    return _data_loader(dataset, cfg, sampler, cfg.data.num_workers)
+    return _data_loader(dataset, cfg, sampler, cfg.data.num_workers, jpeg_decoder)
 
 
 def build_loader(dataset: ClipDataset, cfg: Config, *, train: bool, batch_size: int, rank: int = 0,
                  world_size: int = 1, seed: int = 0, epoch: int = 0, skip_batches: int = 0,
-                 num_workers: int | None = None) -> DataLoader:
+                 num_workers: int | None = None, jpeg_decoder: Decoder | None = None) -> DataLoader:
     """One epoch of batches for one rank. len(loader) = batches this loader yields
     (`loader.batches_per_epoch` minus `skip_batches`); batches are the same for any num_workers.
 
     Training shuffles (if data.shuffle) and drops the last partial batch; evaluation keeps the
     order and every sample (ranks padded by wrapping: deduplicate by "index" and "view").
+    jpeg_decoder: as build_train_loader's.
     """
     dataset.set_epoch(epoch)
     sampler = EpochBatchSampler(len(dataset), batch_size=batch_size,
@@ -344,6 +395,6 @@ def build_loader(dataset: ClipDataset, cfg: Config, *, train: bool, batch_size: 
                                 rank=rank, world_size=world_size, drop_last=train,
                                 skip_batches=skip_batches)
     workers = cfg.data.num_workers if num_workers is None else num_workers
-    loader = _data_loader(dataset, cfg, sampler, workers)
+    loader = _data_loader(dataset, cfg, sampler, workers, jpeg_decoder)
     loader.batches_per_epoch = sampler.batches_per_epoch
     return loader

@@ -39,6 +39,7 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,24 @@ def audio_window(logmel: np.ndarray, audio_start: float, centre: float,
     return out
 
 
+@dataclass
+class JpegFrames:
+    """A video window left undecoded (data.jpeg_decode=cuda): its distinct frames' JPEG files
+    back to back, and which of them fills each of the window's T positions (a window past the
+    clip's end repeats its last frame). Decoded after the batch by avmae.data.gpu_jpeg."""
+
+    data: torch.Tensor       # uint8 (N,): the JPEG files back to back
+    bounds: torch.Tensor     # int64 (K + 1,): file k is data[bounds[k]:bounds[k + 1]]
+    order: torch.Tensor      # int64 (T,): the file at each position of the window
+    height: int              # of every frame (the shards' index)
+    width: int
+
+    def files(self) -> list[torch.Tensor]:
+        """The K JPEG files as 1-D uint8 tensors (views of `data`)."""
+        b = self.bounds.tolist()
+        return [self.data[b[k]: b[k + 1]] for k in range(len(b) - 1)]
+
+
 # ---- the source ---------------------------------------------------------------------------------
 
 class ShardSource:
@@ -138,9 +157,11 @@ class ShardSource:
         """The per-clip numbers as arrays; -1 offsets: modality absent."""
         n = len(entries)
         self.duration = np.array([e["duration"] for e in entries], np.float64)
+        self.problems = np.array([bool(e.get("problems")) for e in entries], bool)
         self.video_at = np.full(n, -1, np.int64)          # offset of the mjpeg member
         self.fps = np.ones(n, np.float64)
         self.first = np.zeros(n, np.float64)
+        self.size = np.zeros((n, 2), np.int64)            # frame height, width
         self.kept = np.zeros(n, np.int64)
         self.frame_ptr = np.zeros(n + 1, np.int64)        # clip i's frame offsets:
         offsets = []                                      # frame_bytes[frame_ptr[i]:frame_ptr[i+1]]
@@ -150,6 +171,7 @@ class ShardSource:
             v, a = e["video"], e["audio"]
             if v is not None:
                 self.video_at[i], self.fps[i], self.first[i] = v["offset"], v["fps"], v["first"]
+                self.size[i] = v["height"], v["width"]
                 self.kept[i] = len(v["frame_offsets"]) - 1
                 offsets.append(np.asarray(v["frame_offsets"], np.int64))
             self.frame_ptr[i + 1] = self.frame_ptr[i] + (self.kept[i] + 1 if v else 0)
@@ -162,9 +184,11 @@ class ShardSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, i: int, *, rng: np.random.Generator | None, view: int, num_views: int):
+    def load(self, i: int, *, rng: np.random.Generator | None, view: int, num_views: int,
+             decode: bool = True):
         """-> (frames uint8 (T, H, W, 3) | None, log-mel float32 (frames, mel) | None) of the
-        window drawn as the raw path draws it (module docstring)."""
+        window drawn as the raw path draws it (module docstring). decode=False: the frames as
+        JpegFrames instead, to be decoded after the batch (data.jpeg_decode=cuda)."""
         d = self.data
         has_video = self.video and self.video_at[i] >= 0
         has_audio = self.audio and self.audio_at[i, 0] >= 0
@@ -177,30 +201,51 @@ class ShardSource:
         if has_video:
             indices, centre = video_window(centre, d.num_frames, d.frame_stride, fps, self.every,
                                            float(self.first[i]), int(self.kept[i]))
-            frames = self._frames(i, indices)
+            frames = self._frames(i, indices) if decode else self._jpeg_frames(i, indices)
         if has_audio:
             logmel = torch.from_numpy(audio_window(self._logmel(i), float(self.audio_start[i]),
                                                    centre, d))
         return frames, logmel
 
-    def _frames(self, i: int, indices: np.ndarray) -> np.ndarray:
-        """The kept frames `indices` of clip i: one read from the first to the last, then each
-        distinct frame decoded once."""
+    def _window_bytes(self, i: int, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bytes of clip i's kept frames from the first of `indices` to the last, in one read;
+        the frames' offsets in those bytes)."""
         offsets = self.frame_bytes[self.frame_ptr[i]: self.frame_ptr[i + 1]]
         lo, hi = int(indices.min()), int(indices.max())
         base = int(offsets[lo])
         buf = self._read(int(self.shard_of[i]), int(self.video_at[i]) + base,
                          int(offsets[hi + 1]) - base)
+        return buf, offsets - base
+
+    def _frames(self, i: int, indices: np.ndarray) -> np.ndarray:
+        """The kept frames `indices` of clip i: one read from the first to the last, then each
+        distinct frame decoded once."""
+        buf, offsets = self._window_bytes(i, indices)
         out = None
         try:  # a shard rewritten under the run: PIL raises OSError (or a wrong-size frame)
             for j in np.unique(indices).tolist():
-                frame = decode_jpeg(buf[offsets[j] - base: offsets[j + 1] - base])
+                frame = decode_jpeg(buf[offsets[j]: offsets[j + 1]])
                 if out is None:
                     out = np.empty((len(indices), *frame.shape), np.uint8)
                 out[indices == j] = frame            # the frame at each position it fills
             return out
         except (OSError, ValueError, SyntaxError) as err:
             raise MediaError(f"damaged frame in {self.shards[self.shard_of[i]]}: {err}") from None
+
+    def _jpeg_frames(self, i: int, indices: np.ndarray) -> JpegFrames:
+        """The kept frames `indices` of clip i undecoded: each distinct frame's JPEG file once.
+        A frame that is not one whole JPEG file (a shard rewritten under the run) is refused
+        here, in the worker, as decoding it would be."""
+        buf, offsets = self._window_bytes(i, indices)
+        distinct, order = np.unique(indices, return_inverse=True)
+        files = [buf[offsets[j]: offsets[j + 1]] for j in distinct.tolist()]
+        if not all(len(f) > 4 and f[0] == 0xFF and f[1] == 0xD8 and f[-2] == 0xFF and f[-1] == 0xD9
+                   for f in files):
+            raise MediaError(f"damaged frame in {self.shards[self.shard_of[i]]}: not a JPEG file")
+        bounds = np.cumsum([0] + [len(f) for f in files], dtype=np.int64)
+        height, width = self.size[i].tolist()
+        return JpegFrames(torch.from_numpy(np.concatenate(files)), torch.from_numpy(bounds),
+                          torch.from_numpy(order.reshape(-1).astype(np.int64)), height, width)
 
     def _logmel(self, i: int) -> np.ndarray:
         offset, frames = self.audio_at[i].tolist()

@@ -259,7 +259,7 @@ class RemoteFolder:
                              "need a server that answers HTTP Range requests")
         if len(data) < nbytes:
             raise MediaError(f"shard {name} is truncated")
-        return np.frombuffer(data, np.uint8)
+        return np.frombuffer(data, np.uint8).copy()  # writable, as a local read's array
 
     def reopen(self) -> None:
         """A fresh filesystem object in this (worker) process: connection pools and event loops

@@ -1,6 +1,7 @@
 """From decoded clips to model inputs: small named steps, numpy/torch only.
 
     video_tensor(frames uint8 (T, H, W, 3), cfg, train=, rng=) -> float (3, T, S, S) in [-1, 1]
+      = apply_video_plan(frames, draw_video_plan(H, W, cfg, train=, rng=), cfg)
     audio_logmel(waveform (N,), cfg)                          -> log-mel (frames, mel_bins)
     audio_tensor(logmel (frames, mel_bins), cfg)              -> float (1, audio_frames, mel_bins)
     fill_video(cfg) / fill_audio(cfg)                         -> zeros / the mean log-mel
@@ -14,6 +15,8 @@ stages), then colour augmentation if cfg.color_augment /
 cfg.color_drop (the official finetuning configs: 0.8 / 0.1). Evaluation: the centre crop_size
 square. RGB is scaled to [-1, 1] (paper Sec. 4.1). All randomness comes from the `rng` given (the
 dataset derives it from seed, epoch and clip index), so results do not depend on worker count.
+Every draw is made by draw_video_plan before any pixel is touched, so the pixels may be decoded
+and transformed elsewhere (on the GPU, after the batch) from the same draws.
 
 Audio: the clip's log-mel is cut or padded to audio_frames (AST's convention: keep the first
 frames, pad at the end) and normalised with the dataset's statistics, (x - mean) / (2 * std) as
@@ -23,6 +26,8 @@ modality's fill.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,27 +39,55 @@ from avmae.data.logmel import log_mel
 
 # ---- video ------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class VideoPlan:
+    """The random choices of one clip's video transform, drawn before any pixel is touched: the
+    crop square (top, left, side) in source pixels, the flip, and the colour jitter (factors, or
+    None) and greyscale. Drawing them apart from applying them lets the shards' JPEG frames be
+    decoded after the batch (on the GPU: avmae.data.gpu_jpeg) with the draws still made in the
+    worker from the sample's rng, in the same order as one pass over the pixels would."""
+
+    top: int
+    left: int
+    side: int
+    flip: bool = False
+    color: tuple[float, float, float, float] | None = None   # brightness, saturation, contrast, hue
+    grey: bool = False
+
+
 def video_tensor(frames: np.ndarray, cfg: DataConfig, *, train: bool,
                  rng: np.random.Generator | None) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> float32 (3, T, crop_size, crop_size) in [-1, 1].
     train=True without an rng draws from a fresh, unseeded generator."""
-    T, H, W, _ = frames.shape
-    if train:
-        rng = rng if rng is not None else np.random.default_rng()
-        side = jittered_side(min(H, W), cfg.crop_size, cfg.scale_jitter_min,
-                             cfg.scale_jitter_max, rng) if cfg.scale_jitter else min(cfg.crop_size, H, W)
-        top, left = random_box(H, W, side, rng)
-    else:
+    _, H, W, _ = frames.shape
+    return apply_video_plan(frames, draw_video_plan(H, W, cfg, train=train, rng=rng), cfg)
+
+
+def draw_video_plan(H: int, W: int, cfg: DataConfig, *, train: bool,
+                    rng: np.random.Generator | None) -> VideoPlan:
+    """The crop, flip and colour draws for frames of H x W (module docstring), in this order."""
+    if not train:
         side = min(cfg.crop_size, H, W)
-        top, left = centre_box(H, W, side)
-    x = crop(frames, top, left, side)                     # uint8 (T, side, side, 3)
+        return VideoPlan(*centre_box(H, W, side), side)
+    rng = rng if rng is not None else np.random.default_rng()
+    side = jittered_side(min(H, W), cfg.crop_size, cfg.scale_jitter_min,
+                         cfg.scale_jitter_max, rng) if cfg.scale_jitter else min(cfg.crop_size, H, W)
+    top, left = random_box(H, W, side, rng)
+    flip = bool(cfg.flip and rng.random() < 0.5)
+    color, grey = draw_color(rng, cfg.color_augment, cfg.color_drop)
+    return VideoPlan(top, left, side, flip, color, grey)
+
+
+def apply_video_plan(frames: np.ndarray | torch.Tensor, plan: VideoPlan,
+                     cfg: DataConfig) -> torch.Tensor:
+    """uint8 (T, H, W, 3), numpy or a tensor on any device -> float32 (3, T, crop_size,
+    crop_size) in [-1, 1] on the same device: crop, resize, [-1, 1], flip, colour."""
+    x = crop(frames, plan.top, plan.left, plan.side)      # uint8 (T, side, side, 3)
     x = resize(x.permute(0, 3, 1, 2), cfg.crop_size)      # uint8 (T, 3, S, S): resizing bytes is
     x = to_unit_range(x.permute(1, 0, 2, 3))              # ~4x cheaper; float (3, T, S, S)
-    if train and cfg.flip and rng.random() < 0.5:
+    if plan.flip:
         x = horizontal_flip(x)
-    if train and (cfg.color_augment > 0 or cfg.color_drop > 0):
-        x = color_augment(x, rng, cfg.color_augment, cfg.color_drop)
-    return x
+    return apply_color(x, plan.color, plan.grey)
 
 
 def jittered_side(short: int, crop_size: int, scale_min: float, scale_max: float,
@@ -74,9 +107,11 @@ def centre_box(H: int, W: int, side: int) -> tuple[int, int]:
     return (H - side) // 2, (W - side) // 2
 
 
-def crop(frames: np.ndarray, top: int, left: int, side: int) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> uint8 tensor (T, side, side, 3); the crop is copied once."""
-    return torch.from_numpy(np.ascontiguousarray(frames[:, top: top + side, left: left + side]))
+def crop(frames: np.ndarray | torch.Tensor, top: int, left: int, side: int) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> uint8 tensor (T, side, side, 3), contiguous; the crop is copied once."""
+    if isinstance(frames, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(frames[:, top: top + side, left: left + side]))
+    return frames[:, top: top + side, left: left + side].contiguous()
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
@@ -85,10 +120,17 @@ def to_unit_range(x: torch.Tensor) -> torch.Tensor:
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (T, 3, h, w) -> uint8 (T, 3, size, size), bilinear, antialiased when shrinking."""
+    """uint8 (T, 3, h, w) -> uint8 (T, 3, size, size), bilinear, antialiased when shrinking.
+    CUDA has no uint8 antialiased kernel: there it is computed in float and rounded back to
+    uint8 (within one level of the CPU's fixed-point result)."""
     if x.shape[-2:] == (size, size):
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    if x.device.type == "cpu":
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                             antialias=True)
+    y = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False,
+                      antialias=True)
+    return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def horizontal_flip(x: torch.Tensor) -> torch.Tensor:
@@ -109,14 +151,31 @@ def color_augment(x: torch.Tensor, rng: np.random.Generator, p_augment: float,
     """float (3, T, S, S) in [-1, 1] -> the same. With probability p_augment: brightness,
     saturation, contrast and hue jitter (in that order, then clipped); then with probability
     p_drop: greyscale (colour drop)."""
+    return apply_color(x, *draw_color(rng, p_augment, p_drop))
+
+
+def draw_color(rng: np.random.Generator, p_augment: float, p_drop: float
+               ) -> tuple[tuple[float, float, float, float] | None, bool]:
+    """color_augment's draws: ((brightness, saturation, contrast, hue) or None, greyscale)."""
+    color = None
     if p_augment > 0 and rng.random() < p_augment:
+        color = (rng.uniform(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA), rng.uniform(*SATURATION_RANGE),
+                 rng.uniform(*CONTRAST_RANGE), rng.uniform(-HUE_DELTA, HUE_DELTA))
+    return color, bool(p_drop > 0 and rng.random() < p_drop)
+
+
+def apply_color(x: torch.Tensor, color: tuple[float, float, float, float] | None,
+                grey: bool) -> torch.Tensor:
+    """color_augment with its draws given (draw_color)."""
+    if color is not None:
+        brightness, saturation, contrast, hue = color
         v = (x + 1.0) / 2.0                                                  # [0, 1]
-        v = v + rng.uniform(-BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)
-        v = adjust_saturation(v, rng.uniform(*SATURATION_RANGE))
-        v = adjust_contrast(v, rng.uniform(*CONTRAST_RANGE))
-        v = adjust_hue(v, rng.uniform(-HUE_DELTA, HUE_DELTA))
+        v = v + brightness
+        v = adjust_saturation(v, saturation)
+        v = adjust_contrast(v, contrast)
+        v = adjust_hue(v, hue)
         x = v.clamp(0.0, 1.0) * 2.0 - 1.0
-    if p_drop > 0 and rng.random() < p_drop:
+    if grey:
         x = greyscale(x)
     return x
 
@@ -162,7 +221,7 @@ def adjust_contrast(v: torch.Tensor, factor: float) -> torch.Tensor:
 
 def greyscale(x: torch.Tensor) -> torch.Tensor:
     """(3, ...) -> (3, ...) with every channel the luma (ITU-R 601 weights)."""
-    w = torch.tensor(GREY_WEIGHTS, dtype=x.dtype).view(3, *([1] * (x.dim() - 1)))
+    w = torch.tensor(GREY_WEIGHTS, dtype=x.dtype, device=x.device).view(3, *([1] * (x.dim() - 1)))
     return (x * w).sum(dim=0, keepdim=True).expand_as(x).contiguous()
 
 

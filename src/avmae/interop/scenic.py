@@ -430,16 +430,18 @@ def _vocab_json_names(path, text: str, column: str) -> list[str]:
 
 def import_scenic(checkpoint: str | Path, out: str | Path, *, preset: str | None = None,
                   labels: str | None = None, overrides: list[str] | None = None,
-                  overwrite: bool = False, log=print) -> Path:
+                  overwrite: bool = False, source: str | None = None, log=print) -> Path:
     """Convert CHECKPOINT into the run folder OUT; returns the checkpoint directory written. A run
-    already in OUT is refused unless overwrite=True; OUT is locked while it is written."""
+    already in OUT is refused unless overwrite=True; OUT is locked while it is written. `source`:
+    what the user named instead of the file (an official weights name, `avmae weights`), for the
+    messages and the run's record."""
 
     out = Path(out)
     with claim_run_dir(out, resume=False, overwrite=overwrite, resume_flag=False):
-        return _import(Path(checkpoint), out, preset, labels, overrides, log)
+        return _import(Path(checkpoint), out, preset, labels, overrides, log, source or str(checkpoint))
 
 
-def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path:
+def _import(checkpoint: Path, out: Path, preset, labels, overrides, log, source: str) -> Path:
     from avmae.evaluation.evaluate import label_task
     from avmae.models.loading import build_model, fit_weights
     from avmae.interop.flax_checkpoint import read_params
@@ -474,18 +476,20 @@ def _import(checkpoint: Path, out: Path, preset, labels, overrides, log) -> Path
         f"{arch.num_heads} heads, MLP {arch.mlp_dim}, {what}; input and ratios from preset {chosen}")
     for note in arch.notes:
         log(f"note: {note}")
-    metadata = {"source": json.dumps({"checkpoint": str(checkpoint), "layout": layout, "step": step,
-                                      "preset": chosen})}
+    record = {"checkpoint": str(checkpoint), "layout": layout, "step": step, "preset": chosen}
+    if source != str(checkpoint):
+        record["name"] = source
+    metadata = {"source": json.dumps(record)}
     if arch.kind == FINETUNE_KIND:
         column = cfg.finetune.label_column
         vocab = {column: read_labels(labels, arch.num_classes, column)}
         if labels is None:
             warn(f"no class names given: the classes are named class_000 ... class_{arch.num_classes - 1:03d}; "
-                 f"add the real ones with `avmae import-scenic {checkpoint} --labels FILE --out {out} "
+                 f"add the real ones with `avmae import-scenic {source} --labels FILE --out {out} "
                  "--overwrite` (vocab.json, class_labels_indices.csv or one name per line)")
         metadata.update({"label_column": column, "task": label_task(column),
                          "num_classes": json.dumps([arch.num_classes]), "vocab": json.dumps(vocab),
-                         "init": f"scenic:{checkpoint}"})
+                         "init": f"scenic:{source}"})
     elif labels is not None:
         raise ConfigError("--labels is for a finetuned classifier; this checkpoint is a pretraining model")
     out.mkdir(parents=True, exist_ok=True)

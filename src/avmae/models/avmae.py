@@ -2,7 +2,8 @@
 
     v = Tokenise(x) + p                      patch_embed.<modality> + sin-cos position embeddings
     u = Mask(v; alpha)                       random_masking, per modality and per sample
-    e = Encode(u)                            encoder: early | separate | mid | shared
+    e = Encode(u)                            encoder: early | separate | mid | shared ([CLS] first
+                                             with model.cls_token, taken off after: `encode`)
     z = Unshuffle(e, m) + p  (or [e_B||m_A]) decoder_embed.<m>, mask_token.<m>
     x~ = Decode(z)                           decoder: shared | separate | joint, head pred.<m>
     loss = MSE on the masked tokens only     Eq. 1
@@ -48,6 +49,9 @@ class AVMAE(nn.Module):
         if cfg.modality_embed:
             self.modality_embed = nn.ParameterDict(
                 {m: nn.Parameter(torch.zeros(1, 1, D)) for m in self.modalities})
+        if cfg.cls_token:  # MAE / AudioMAE's [CLS]; its position code is zero (MAE's table row 0)
+            self.cls_token = nn.ParameterDict(
+                {m: nn.Parameter(torch.zeros(1, 1, D)) for m in self.modalities})
         self.encoder = build_encoder(cfg, self.modalities)
         # Only what the objective uses is built (DDP requires every parameter to get a gradient):
         # single-direction inpainting decodes one modality from the other's encoded tokens.
@@ -66,6 +70,9 @@ class AVMAE(nn.Module):
         if cfg.modality_embed:
             for e in self.modality_embed.values():
                 nn.init.normal_(e, std=0.02)
+        if cfg.cls_token:
+            for c in self.cls_token.values():
+                nn.init.normal_(c, std=0.02)  # MAE
 
     # --- targets -----------------------------------------------------------------------------
     def patchify(self, modality: str, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +96,7 @@ class AVMAE(nn.Module):
         return given
 
     def _pos(self, grid: tuple[int, ...], dim: int, like: torch.Tensor) -> torch.Tensor:
-        return sincos_pos_embed(grid, dim, self.cfg.pos_embed == "sincos_factorised",
+        return sincos_pos_embed(grid, dim, self.cfg.pos_embed,
                                 like.device, like.dtype, self.cfg.sincos_layout)
 
     def tokenise(self, inputs: Tokens) -> tuple[Tokens, dict[str, tuple[int, ...]]]:
@@ -104,12 +111,22 @@ class AVMAE(nn.Module):
             tokens[m] = v
         return tokens, grids
 
+    def encode(self, tokens: Tokens) -> Tokens:
+        """e = Encode(u), {m: (B, n_m, D)} -> the same shapes. With model.cls_token each modality's
+        [CLS] goes first (as MAE appends it after masking) and is taken off after the encoder: the
+        decoder and the classifiers see patch tokens only."""
+        if not self.cfg.cls_token:
+            return self.encoder(tokens)
+        first = {m: torch.cat([self.cls_token[m].to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+                 for m, x in tokens.items()}                     # (B, 1 + n_m, D)
+        return {m: e[:, 1:] for m, e in self.encoder(first).items()}
+
     # --- encoder surface for finetuning and embeddings ------------------------------------------
     def forward_features(self, audio: torch.Tensor | None = None,
                          video: torch.Tensor | None = None) -> Tokens:
         """Encoded tokens of whichever modalities are given, without masking: {m: (B, N_m, D)}."""
         tokens, _ = self.tokenise(self._inputs(audio, video))
-        return self.encoder(tokens)
+        return self.encode(tokens)
 
     # --- pretraining -------------------------------------------------------------------------
     def forward_encoder(self, tokens: Tokens, generator: torch.Generator | None,
@@ -119,7 +136,7 @@ class AVMAE(nn.Module):
         for m, v in tokens.items():
             visible[m], masks[m], restore[m] = random_masking(
                 v, ratio[m], generator, None if noise is None else noise[m])
-        return self.encoder(visible), masks, restore
+        return self.encode(visible), masks, restore
 
     def forward_decoder_joint(self, projected: Tokens, restore: Tokens, grids) -> Tokens:
         """Joint reconstruction: z_m = Unshuffle(e_m, m_m) + p_m, decoded together."""
@@ -201,6 +218,8 @@ class AVMAE(nn.Module):
         params = list(self.patch_embed.parameters()) + list(self.encoder.parameters())
         if self.cfg.modality_embed:
             params += list(self.modality_embed.parameters())
+        if self.cfg.cls_token:
+            params += list(self.cls_token.parameters())
         return params
 
     def decoder_parameters(self) -> list[nn.Parameter]:
@@ -210,6 +229,8 @@ class AVMAE(nn.Module):
     def stream_parameters(self, modality: str) -> list[nn.Parameter]:
         """Parameters on one modality's path through the encoder (its ViT 'stream')."""
         params = list(self.patch_embed[modality].parameters())
+        if self.cfg.cls_token:
+            params.append(self.cls_token[modality])
         for module in self.encoder.stream_modules(modality):
             params += list(module.parameters())
         return params

@@ -102,7 +102,7 @@ class Classifier(nn.Module):
         for m, x in inputs.items():
             grid = self.patch_embed[m].grid(x)
             v = self.patch_embed[m](x)                                   # (B, N_m, D)
-            v = v + sincos_pos_embed(grid, v.shape[-1], self.model_cfg.pos_embed == "sincos_factorised",
+            v = v + sincos_pos_embed(grid, v.shape[-1], self.model_cfg.pos_embed,
                                      v.device, v.dtype, self.model_cfg.sincos_layout)
             if self.model_cfg.modality_embed:
                 v = v + self.modality_embed[m].to(v.dtype)

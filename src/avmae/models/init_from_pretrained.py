@@ -79,6 +79,8 @@ def _drop_reason(key: str) -> str:
     """Why a checkpoint tensor was left out by design, in words for the summary line."""
     if key.startswith(DECODER_PREFIXES):
         return "decoder tensors (the decoder is discarded, Fig. 1)"
+    if key.startswith("cls_token."):
+        return "[CLS] tokens (the classifiers pool the patch tokens)"
     if re.match(r"encoder\.streams\.\w+\.norm\.", key):
         return "stream-norm tensors (the per-stream final norms are dropped, as the official init does)"
     found = re.match(r"(?:patch_embed|modality_embed|encoder\.streams)\.(\w+)\.?", key)
@@ -237,7 +239,7 @@ def init_classifier_from_avmae(classifier: nn.Module, state_dict: dict[str, torc
             continue
         found = re.match(r"(?:patch_embed|modality_embed|encoder\.streams)\.(\w+)\.?", key)
         tokeniser = re.match(r"(?:patch_embed|modality_embed)\.(\w+)", key)
-        by_design = (key.startswith(DECODER_PREFIXES)
+        by_design = (key.startswith(DECODER_PREFIXES) or key.startswith("cls_token.")  # classifiers pool
                      or (found is not None and found.group(1) not in sources)    # unused modality
                      or (tokeniser is not None and tokeniser.group(1) not in classifier.modalities)
                      or (norms_dropped and re.match(r"encoder\.streams\.\w+\.norm\.", key)))

@@ -288,6 +288,7 @@ class Finetuning:
                   + (f" (train.global_batch {t.global_batch})" if t.global_batch else
                      " (train.batch_size as set)")
                   + f"; {lr_summary(t, budget.global_batch, peak_lr)}")
+        log.write(train_set.jpeg_decode)  # where the shards' JPEG frames are decoded, and why
         # One loader for the rest of the run (its workers live as long), from this step's batch on.
         self.batches = iter(build_train_loader(train_set, data_cfg, batch_size=t.batch_size, rank=d.rank,
                                                world_size=d.world_size, seed=t.seed,

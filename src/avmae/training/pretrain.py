@@ -122,6 +122,7 @@ class Pretraining:
                   f"{cfg.model.objective} objective on {len(dataset)} clips; {plural(budget.total_steps, 'step')} "
                   f"of global batch {budget.global_batch} on {d.world_size} x {d.device.type}; "
                   f"{lr_summary(t, budget.global_batch, peak_lr)}")
+        log.write(dataset.jpeg_decode)  # where the shards' JPEG frames are decoded, and why
         # One loader for the rest of the run (its workers live as long), from this step's batch on.
         self.batches = iter(build_train_loader(dataset, cfg, batch_size=t.batch_size, rank=d.rank,
                                                world_size=d.world_size, seed=t.seed,
@@ -181,7 +182,7 @@ class Pretraining:
 
 def _figure_batch(data: str, cfg: Config) -> dict | None:
     """The first few clips of the dataset, centre windows: the same clips at every checkpoint."""
-    dataset = build_dataset(data, cfg, train=False)
+    dataset = build_dataset(data, cfg, train=False, decode_after_batch=False)  # a few clips
     samples = []
     for i in range(len(dataset)):
         s = dataset[i]
