@@ -7,6 +7,10 @@ descriptors; fsspec is never imported). `RemoteFolder` goes through fsspec:
 
 - A clip is read with one ranged request per member (`cat_file(start=, end=)`, an HTTP Range
   GET on object stores): no shard is ever downloaded whole, only the bytes the index names.
+  The video request spans the window's first to last kept frame (ShardSource._window_bytes):
+  with --keep-every 2 and stride 4 half of those bytes are frames the window skips, the price
+  of one request per clip instead of one per frame (request latency, not bandwidth, is what an
+  object store makes expensive).
 - Transient failures (connection errors, timeouts, 5xx, throttling) are retried RETRIES times,
   BACKOFF seconds doubling between tries; a read that still fails, or a permanent failure (a
   missing or forbidden object), is a MediaError: the dataset skips and counts that clip
