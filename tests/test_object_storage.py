@@ -215,7 +215,7 @@ def test_a_missing_bucket_or_folder_is_one_line_and_exit_2(s3, media, tmp_path, 
     assert err.count("\n") == 1 and "no-such-bucket" in err and "bucket" in err, err
     assert main(["stats", f"s3://{BUCKET}/shards/good"]) == 2  # stats reads manifests only
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "manifest" in err, err
+    assert err.count("\n") == 1 and "is a URL" in err and "manifest" in err, err
 
 
 def test_a_protocol_not_installed_is_one_line_naming_the_extra(monkeypatch, tmp_path, capsys):
