@@ -33,6 +33,16 @@ class RunError(RuntimeError):
     """A run that had to stop (a non-finite loss); the message names the step and what is kept."""
 
 
+class Interrupted(RunError):
+    """A run stopped by SIGINT / SIGTERM after saving its checkpoint: the command exits with
+    128 + the signal's number (130, 143), as a process ended by that signal does, so that
+    `avmae pretrain ... && avmae finetune ...` does not go on with an unfinished run."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.status = 128 + signum
+
+
 ENCODERS = ("early", "separate", "mid", "shared")
 DECODERS = ("shared", "separate", "joint")
 OBJECTIVES = ("joint", "inpaint_video_from_audio", "inpaint_audio_from_video", "inpaint_both",

@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         sys.stderr.write(f"avmae {args.command}: error: {err}\n")
         return 2
-    except RunError as err:
+    except RunError as err:  # Interrupted (a stop request, its checkpoint saved): 128 + signal
         sys.stderr.write(f"avmae {args.command}: stopped: {err}\n")
-        return 1
+        return getattr(err, "status", 1)
     except BrokenPipeError:  # `avmae info ... | head`: the reader left; stop quietly, as Unix tools do
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from avmae.cli.arguments import positive_int
-from avmae.config import ConfigError, RunError
+from avmae.config import ConfigError, Interrupted, RunError
 
 PRESET = "tiny-4l-cpu"
 MODALITIES = ("audio", "video", "av")
@@ -201,6 +201,8 @@ def avmae(argv: list[str]) -> None:
     from avmae.cli import main
     _say("$ avmae " + shlex.join(argv))
     status = main(argv)
+    if status > 128:  # a stop request (SIGINT / SIGTERM) ended the step: the quickstart stops too
+        raise Interrupted(f"`avmae {argv[0]}` was interrupted", status - 128)
     if status != 0:
         raise RunError(f"`avmae {argv[0]}` stopped with status {status} (its message is above)")
 

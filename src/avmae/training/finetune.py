@@ -298,13 +298,11 @@ class Finetuning:
 
     def train(self) -> Path:
         d, run_dir, log, f, metric = self.d, self.run_dir, self.log, self.f, self.metric
-        stopped = train_loop(t=self.t, d=d, budget=self.budget, run_dir=run_dir, model=self.model,
+        train_loop(t=self.t, d=d, budget=self.budget, run_dir=run_dir, model=self.model,
                              ddp=self.ddp, optimizer=self.optimizer, peak_lr=self.peak_lr,
                              step=self.step, batches=self.batches, log=log,
                              modalities=self.modalities, loss_keys=LOSS_KEYS[self.task],
                              micro_step=self.micro_step, save=self.save)
-        if stopped:
-            return run_dir
         if d.is_main:
             from avmae.evaluation.figures import loss_curve
             with writing(run_dir / "loss_curve.png", run_dir):

@@ -42,7 +42,7 @@ from avmae.checkpoint import (
     newest_usable,
     save_checkpoint,
 )
-from avmae.config import Config, ConfigError, RunError, TrainConfig, a_or_an
+from avmae.config import Config, ConfigError, Interrupted, RunError, TrainConfig, a_or_an
 from avmae.models.transformer import set_grad_checkpointing
 from avmae.run_dir import RunLog
 from avmae.runtime import Dist, all_reduce_min, all_reduce_sum
@@ -112,7 +112,7 @@ class StopRequest:
     """SIGINT / SIGTERM set a flag; the loop saves a checkpoint at the end of the step and exits."""
 
     def __init__(self):
-        self.requested = False
+        self.requested, self.signum = False, 0
         self._old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -123,7 +123,7 @@ class StopRequest:
     def _handle(self, signum, frame):
         if self.requested:  # a second Ctrl-C stops at once
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
         tqdm.write(f"received {signal.Signals(signum).name}: saving a checkpoint, then stopping")
 
     def restore(self):
@@ -272,7 +272,7 @@ AUGMENT_SALT = 0x5EED_A06  # keeps a step's augmentation stream apart from its d
 
 def train_loop(*, t: TrainConfig, d: Dist, budget: Budget, run_dir: Path, model, ddp, optimizer,
                peak_lr: float, step: int, batches, log: RunLog, modalities: list[str],
-               loss_keys: list[str], micro_step, save) -> bool:
+               loss_keys: list[str], micro_step, save) -> None:
     """The skeleton of pretraining and finetuning: epochs of steps from `step` on, the lr
     schedule, per-step seeds, gradient accumulation over `t.accum_steps` micro-batches (DDP
     syncs on the last), clip counts, the non-finite watch, logging, checkpoints and stop requests.
@@ -280,8 +280,8 @@ def train_loop(*, t: TrainConfig, d: Dist, budget: Budget, run_dir: Path, model,
     micro_step(batch, empty, step, generator) -> (loss, report) computes one micro-batch's loss
     (already zero for an all-unreadable placeholder batch, `empty`) and the tensors to log; the
     loop runs its backward. `generator` is the step's own CPU generator for augmentation.
-    save(step, epoch, stopping) writes a checkpoint. Returns True when a stop request ended
-    the run early (its checkpoint saved), False once every step is done.
+    save(step, epoch, stopping) writes a checkpoint. A stop request (SIGINT / SIGTERM; under DDP
+    agreed by every rank) saves a checkpoint and raises config.Interrupted.
     """
     return TrainLoop(t=t, d=d, budget=budget, run_dir=run_dir, model=model, ddp=ddp,
                      optimizer=optimizer, peak_lr=peak_lr, batches=batches, log=log,
@@ -302,8 +302,8 @@ class TrainLoop:
         self.batches, self.log, self.modalities, self.loss_keys = batches, log, modalities, loss_keys
         self.micro_step, self.save = micro_step, save
 
-    def run(self, step: int) -> bool:
-        """Every step from `step` on; True when a stop request ended the run early."""
+    def run(self, step: int) -> None:
+        """Every step from `step` on (a stop request raises Interrupted after its checkpoint)."""
         budget = self.budget
         self.stop, self.finite, self.speed = StopRequest(), FiniteWatch(self.d.device), Throughput()
         self.counts = {"clips": 0, "skipped": 0, "filled_audio": 0, "filled_video": 0}
@@ -313,19 +313,17 @@ class TrainLoop:
                 epoch, step_in_epoch = divmod(step, budget.steps_per_epoch)
                 for _ in range(step_in_epoch, min(budget.steps_per_epoch,
                                                   step_in_epoch + budget.total_steps - step)):
-                    if self.train_step(step, epoch):
-                        return True
+                    self.train_step(step, epoch)
                     step += 1
                 if step % budget.steps_per_epoch == 0 or step == budget.total_steps:
                     epoch_summary(self.counts, epoch, self.d, self.log)
         finally:
             self.stop.restore()
             self.log.close()
-        return False
 
-    def train_step(self, step: int, epoch: int) -> bool:
+    def train_step(self, step: int, epoch: int) -> None:
         """Optimiser step `step` (0-based) -> step + 1: lr, seeds, micro-batches, update, log,
-        checkpoint. True when a stop request ends the run after it (its checkpoint saved)."""
+        checkpoint. A stop request ends the run after it: its checkpoint saved, Interrupted."""
         t, d, budget = self.t, self.d, self.budget
         lr = lr_at(step, budget.total_steps, budget.warmup_steps, self.peak_lr, t.min_lr)
         set_lr(self.optimizer, lr)  # x each group's lr_scale (layer-wise decay in finetuning)
@@ -347,7 +345,9 @@ class TrainLoop:
             self.save(step, epoch, stop_now)
         if stop_now:
             self.log.print(f"stopped at step {step}; resume with --resume")
-        return stop_now
+            name = signal.Signals(self.stop.signum).name if self.stop.signum else "a stop request"
+            raise Interrupted(f"{name} at step {step} of {budget.total_steps}: checkpoint saved; "
+                              "continue with --resume", self.stop.signum or signal.SIGTERM)
 
     def accumulate(self, step: int, generator: torch.Generator) -> dict:
         """The step's `t.accum_steps` micro-batches, backpropagated; their losses averaged (device

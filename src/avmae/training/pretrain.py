@@ -132,13 +132,11 @@ class Pretraining:
 
     def train(self) -> Path:
         d, run_dir, log, modalities = self.d, self.run_dir, self.log, self.modalities
-        stopped = train_loop(t=self.t, d=d, budget=self.budget, run_dir=run_dir, model=self.model,
+        train_loop(t=self.t, d=d, budget=self.budget, run_dir=run_dir, model=self.model,
                              ddp=self.ddp, optimizer=self.optimizer, peak_lr=self.peak_lr,
                              step=self.step, batches=self.batches, log=log, modalities=modalities,
                              loss_keys=["loss", *(f"loss_{m}" for m in modalities)],
                              micro_step=self.micro_step, save=self.save)
-        if stopped:
-            return run_dir
         if d.is_main:
             from avmae.evaluation.figures import loss_curve
             with writing(run_dir / "loss_curve.png", run_dir):
