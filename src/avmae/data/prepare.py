@@ -10,6 +10,12 @@ The input length (data.num_frames, frame_stride) is not fixed by the shards: one
 pretraining (16 frames at stride 4), finetuning (32 at stride 2) and evaluation with any --views.
 Output is the same bytes for any number of workers (clips are written in manifest order).
 
+Memory does not grow with the manifest (AudioSet-2M is 2 M rows): the CSV is read row by row
+(avmae.data.manifest.ManifestFile) in two passes, the first checking every row and collecting
+the label vocabularies before anything is written, the second feeding the decoders; a written
+shard's index is folded into counts (Totals) and dropped; skipped clips are listed by path up to
+SKIPPED_LISTED and counted by reason beyond.
+
 --out may be an fsspec URL (s3://, gs://, file://; avmae.data.storage): each shard is written to
 a local temporary folder, uploaded when finished, then deleted (local disk: one shard), its index
 uploaded after it, and meta.json last, so a half-written remote folder is never taken as
