@@ -44,9 +44,10 @@ def rss_mb() -> float:
 
 def child(kind: str, arg: str, rows: int) -> dict:
     """One measurement, in this (fresh) process."""
+    import torch
+
     import avmae.data.manifest as manifest_module
     from avmae.config import DataConfig
-    import torch
     from avmae.data import prepare_shards
     torch.set_num_threads(1)
     base = rss_mb()

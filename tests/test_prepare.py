@@ -266,8 +266,8 @@ def test_prepare_memory_does_not_grow_with_the_manifest(media, tmp_path, monkeyp
         path = tmp_path / f"m{rows}.csv"
         with open(path, "w") as f:
             f.write("path,label,labels\n")
-            for i in range(rows):
-                f.write(f"{media / files[i % len(files)]},c{i % 5},c{i % 3};d{i % 4}\n")
+            f.writelines(f"{media / files[i % len(files)]},c{i % 5},c{i % 3};d{i % 4}\n"
+                         for i in range(rows))
         return path
 
     def peak(rows: int) -> int:

@@ -210,7 +210,7 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
                     clips=clips)
 
 
-def label_names(manifest: "ManifestFile", columns: Sequence[str]) -> tuple[int, dict[str, set]]:
+def label_names(manifest: ManifestFile, columns: Sequence[str]) -> tuple[int, dict[str, set]]:
     """One streaming pass: (rows, {column: the set of its class names}), the names as
     build_vocab splits them. Memory: the vocabularies, not the rows."""
     names: dict[str, set] = {c: set() for c in columns}

@@ -137,7 +137,7 @@ class ShardWriter:
                 "height": height, "width": width,
                 "frame_offsets": np.cumsum([0] + [len(f) for f in frames]).tolist()}
 
-    def close(self, skipped: "Skipped") -> dict:
+    def close(self, skipped: Skipped) -> dict:
         """Finish the tar, then write the index (last: a shard with an index is complete).
         skipped: the clips skipped since the previous shard. -> the index."""
         self.tar.close()
@@ -170,7 +170,7 @@ def _clear(out, overwrite: bool) -> None:
 SETTINGS = "prepare.json"   # what an unfinished prepare was asked to do (for --resume)
 
 
-def _finished_shards(out, settings: dict, totals: "Totals") -> None:
+def _finished_shards(out, settings: dict, totals: Totals) -> None:
     """Count into `totals` the shards an interrupted prepare finished (their index written
     last), in order, one index at a time; the rest (a tar without its index, temporary files)
     is removed. Refuses other settings."""
