@@ -2,6 +2,8 @@
 samples drawn as the raw path draws them."""
 
 import json
+import logging
+import shutil
 import tarfile
 
 import numpy as np
@@ -238,3 +240,87 @@ def test_progress_bar_counts_skips_by_reason(media, tmp_path, capsys):
     prepare_shards(media / "mixed.csv", tmp_path, tiny_cfg().data, progress=True)
     err = capsys.readouterr().err
     assert "clip/s" in err and "skipped: cannot open 1" in err   # rate, and skips by kind
+
+
+def test_prepare_memory_does_not_grow_with_the_manifest(media, tmp_path, monkeypatch, caplog):
+    """A 2 M-row manifest must not cost memory per row: the manifest is streamed and meta.json
+    is built from counts, not from every index entry. Peak Python memory (tracemalloc) of a
+    prepare of 4,000 rows stays within a small margin of one of 1,000 rows. Each distinct file is
+    decoded for real once and its result reused: the test measures prepare, not PyAV."""
+    import tracemalloc
+
+    import avmae.data.prepare as prep
+    cfg, decode, cache = tiny_cfg(), prep.decode_clip, {}
+
+    def decode_once(clip, *args):
+        if clip.path not in cache:
+            cache[clip.path] = decode(clip, *args)
+        return cache[clip.path]
+    monkeypatch.setattr(prep, "decode_clip", decode_once)
+    caplog.set_level(logging.ERROR, "avmae.data.prepare")  # pytest would keep every warning
+    # good, one-modality and unreadable files; labels with a few classes; segments on some rows
+    files = ["clip0.mp4", "clip1.mp4", "video_only.mp4", "audio_only.mp4", "clip2.mp4",
+             "garbage.mp4", "clip3.mp4"]
+
+    def manifest(rows: int):
+        path = tmp_path / f"m{rows}.csv"
+        with open(path, "w") as f:
+            f.write("path,label,labels\n")
+            f.writelines(f"{media / files[i % len(files)]},c{i % 5},c{i % 3};d{i % 4}\n"
+                         for i in range(rows))
+        return path
+
+    def peak(rows: int) -> int:
+        path = manifest(rows)
+        tracemalloc.start()
+        try:
+            meta = prepare_shards(path, tmp_path / f"s{rows}", cfg.data, clips_per_shard=16,
+                                  progress=False)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            assert meta["clips"] + meta["skipped"] == rows
+            shutil.rmtree(tmp_path / f"s{rows}")
+
+    peak(len(files))  # warm: every file decoded once, imports done
+    small, large = peak(1000), peak(4000)
+    assert large < small + 256 * 1024, (small, large)
+
+
+def test_skipped_clips_are_listed_up_to_a_bound_and_counted_by_reason(media, tmp_path,
+                                                                       monkeypatch):
+    """Past the first SKIPPED_LISTED, skipped clips are counted by reason, not listed: in a
+    shard's index (skipped_more) and in meta.json (skipped_reasons); a resumed prepare counts
+    the same."""
+    import avmae.data.prepare as prep
+    monkeypatch.setattr(prep, "SKIPPED_LISTED", 2)
+    rows = ["garbage.mp4", "empty.mp4", "garbage.mp4", "empty.mp4", "clip0.mp4", "clip1.mp4",
+            "garbage.mp4", "garbage.mp4", "garbage.mp4"]
+    (media / "skips.csv").write_text("path\n" + "\n".join(rows) + "\n")
+    meta = prepare_shards(media / "skips.csv", tmp_path / "a", tiny_cfg().data,
+                          clips_per_shard=1, progress=False)
+    assert (meta["clips"], meta["skipped"]) == (2, 7)
+    assert sum(meta["skipped_reasons"].values()) == 7
+    assert [s["line"] for s in meta["skipped_clips"]] == [2, 3]
+    index = json.loads((tmp_path / "a" / "shard-000000.idx").read_text())
+    assert [s["line"] for s in index["skipped"]] == [2, 3]
+    assert sum(index["skipped_more"].values()) == 2
+    assert "skipped_more" not in json.loads((tmp_path / "a" / "shard-000001.idx").read_text())
+    # a prepare killed after shard 0 (at clip1's row), resumed: the same meta.json
+    decode = prep.decode_clip
+
+    def killed_at_clip1(clip, *args):
+        if clip.path.name == "clip1.mp4":
+            raise KeyboardInterrupt
+        return decode(clip, *args)
+    monkeypatch.setattr(prep, "decode_clip", killed_at_clip1)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_shards(media / "skips.csv", tmp_path / "b", tiny_cfg().data, clips_per_shard=1,
+                       progress=False)
+    assert sorted(p.name for p in (tmp_path / "b").glob("shard-*")) == \
+        ["shard-000000.idx", "shard-000000.tar"]
+    monkeypatch.setattr(prep, "decode_clip", decode)
+    resumed = prepare_shards(media / "skips.csv", tmp_path / "b", tiny_cfg().data,
+                             clips_per_shard=1, resume=True, progress=False)
+    assert resumed == meta
+    assert (tmp_path / "b" / "meta.json").read_bytes() == (tmp_path / "a" / "meta.json").read_bytes()

@@ -32,6 +32,7 @@ view]), so batches depend on (seed, epoch) only, not on the number of workers or
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -111,7 +112,7 @@ class RawSource:
 
 def check_paths_exist(manifest, sample: int = 16) -> None:
     """A wrong root makes every clip 'missing': refuse that instead of skipping a whole dataset."""
-    head = manifest.clips[:sample]
+    head = list(itertools.islice(manifest, sample))  # a Manifest or a streamed ManifestFile
     if not any(c.path.exists() for c in head):
         raise ConfigError(f"none of the first {len(head)} files of {manifest.source} exist (e.g. "
                           f"{head[0].path}); paths must be relative to the manifest's folder "

@@ -24,14 +24,14 @@ its training data, writes it beside the run (`save_vocab`) and every later stage
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,9 @@ class Manifest:
     def __len__(self) -> int:
         return len(self.clips)
 
+    def __iter__(self) -> Iterator[Clip]:
+        return iter(self.clips)
+
     @property
     def label_columns(self) -> list[str]:
         return [c for c in LABEL_COLUMNS if c in self.columns]
@@ -95,21 +98,71 @@ def _targets(row: dict, columns: Sequence[str]) -> dict:
     return targets
 
 
-def load_manifest(path: str | os.PathLike) -> Manifest:
-    """Read a manifest CSV. Any malformed row raises ConfigError naming the file and line."""
-    source = Path(path)
-    if not source.is_file():
-        raise ConfigError(f"manifest {source} not found (expected a CSV file with a 'path' column)")
-    root = source.resolve().parent
-    clips = []
-    # utf-8-sig: spreadsheets often write a byte-order mark before the header.
-    try:
-        text = source.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"manifest {source} is not UTF-8 text (byte {err.start}: "
-                          f"{err.object[err.start:err.start + 1]!r}): save it as a UTF-8 CSV") from None
-    with io.StringIO(text, newline="") as f:
-        reader = csv.reader(f)
+class ManifestFile:
+    """A manifest read row by row: iterating it reads the CSV again from its first line and
+    yields its Clips one at a time, so a 2 M-row manifest never sits in memory
+    (`avmae prepare`). Opening it reads the header; any malformed row raises ConfigError naming
+    the file and line when the iteration reaches it. `load_manifest` keeps every row."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.source = Path(path)
+        if not self.source.is_file():
+            raise ConfigError(f"manifest {self.source} not found (expected a CSV file with a "
+                              "'path' column)")
+        self.root = self.source.resolve().parent
+        with self._open() as f:
+            self.columns = self._header(csv.reader(f))
+
+    @property
+    def label_columns(self) -> list[str]:
+        return [c for c in LABEL_COLUMNS if c in self.columns]
+
+    def __iter__(self) -> Iterator[Clip]:
+        root = self.root
+        for line, rel, targets, start, end in self.records():
+            yield Clip(path=root / rel, line=line, targets=targets, start=start, end=end)
+
+    def records(self) -> Iterator[tuple[int, str, dict, float | None, float | None]]:
+        """(line, path as written, targets, start, end) of each row, checked; blank lines are
+        skipped. Cheaper than Clips (no Path per row) for a pass that only counts or collects
+        labels."""
+        columns, source = self.columns, self.source
+        with self._open() as f:
+            reader = csv.reader(f)
+            self._header(reader)
+            while True:
+                try:
+                    fields = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as err:
+                    raise ConfigError(f"manifest {source} line {reader.line_num}: {err}") from None
+                except UnicodeDecodeError:
+                    raise self._not_utf8() from None
+                line = reader.line_num
+                if not any(v.strip() for v in fields):
+                    continue  # blank line
+                where = f"manifest {source} line {line}"
+                if len(fields) != len(columns):
+                    raise ConfigError(f"{where} has {len(fields)} fields but the header has "
+                                      f"{len(columns)}; quote values that contain commas")
+                row = dict(zip(columns, fields))
+                rel = row["path"].strip()
+                if not rel:
+                    raise ConfigError(f"{where} has an empty path")
+                start = _seconds(row.get("start"), "start", where)
+                end = _seconds(row.get("end"), "end", where)
+                if start is not None and end is not None and end <= start:
+                    raise ConfigError(f"{where}: end={end} must be after start={start}")
+                yield line, rel, _targets(row, columns), start, end
+
+    def _open(self):
+        # utf-8-sig: spreadsheets often write a byte-order mark before the header. newline="":
+        # the csv module sees quoted line breaks as they are written.
+        return open(self.source, encoding="utf-8-sig", newline="")
+
+    def _header(self, reader) -> list[str]:
+        source = self.source
         try:
             header = next(reader)
         except StopIteration:
@@ -117,37 +170,60 @@ def load_manifest(path: str | os.PathLike) -> Manifest:
                               "'path' column and one row per clip") from None
         except csv.Error as err:
             raise ConfigError(f"manifest {source} line 1: {err}") from None
+        except UnicodeDecodeError:
+            raise self._not_utf8() from None
         columns = [c.strip() for c in header]
         if "path" not in columns:
             raise ConfigError(f"manifest {source} has no 'path' column (header: "
                               f"{','.join(columns)}); add one with file paths relative to "
-                              f"{root}")
-        while True:
-            try:
-                fields = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as err:
-                raise ConfigError(f"manifest {source} line {reader.line_num}: {err}") from None
-            where = f"manifest {source} line {reader.line_num}"
-            if not any(v.strip() for v in fields):
-                continue  # blank line
-            if len(fields) != len(columns):
-                raise ConfigError(f"{where} has {len(fields)} fields but the header has "
-                                  f"{len(columns)}; quote values that contain commas")
-            row = dict(zip(columns, fields))
-            rel = row["path"].strip()
-            if not rel:
-                raise ConfigError(f"{where} has an empty path")
-            start = _seconds(row.get("start"), "start", where)
-            end = _seconds(row.get("end"), "end", where)
-            if start is not None and end is not None and end <= start:
-                raise ConfigError(f"{where}: end={end} must be after start={start}")
-            clips.append(Clip(path=root / rel, line=reader.line_num,
-                              targets=_targets(row, columns), start=start, end=end))
+                              f"{self.root}")
+        return columns
+
+    def _not_utf8(self) -> ConfigError:
+        """The one line for a file that is not UTF-8, naming its first bad byte (found by
+        reading the file again: a streaming decoder only knows its offset in a chunk)."""
+        decoder = codecs.getincrementaldecoder("utf-8")()  # a BOM is valid UTF-8 too
+        offset = 0  # of the chunk; bytes the decoder holds back belong to the chunks before
+        with open(self.source, "rb") as f:
+            while chunk := f.read(1 << 16):
+                held = len(decoder.getstate()[0])
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as err:
+                    pos = offset - held + err.start
+                    bad = err.object[err.start:err.start + 1]
+                    return ConfigError(f"manifest {self.source} is not UTF-8 text (byte {pos}: "
+                                       f"{bad!r}): save it as a UTF-8 CSV")
+                offset += len(chunk)
+        return ConfigError(f"manifest {self.source} is not UTF-8 text: save it as a UTF-8 CSV")
+
+
+def load_manifest(path: str | os.PathLike) -> Manifest:
+    """Read a manifest CSV, every row. Any malformed row raises ConfigError naming the file and
+    line. (A manifest too large to hold: iterate a ManifestFile.)"""
+    manifest = ManifestFile(path)
+    clips = list(manifest)
     if not clips:
-        raise ConfigError(f"manifest {source} has a header but no rows: add one row per clip")
-    return Manifest(source=source, root=root, columns=columns, clips=clips)
+        raise ConfigError(f"manifest {manifest.source} has a header but no rows: add one row "
+                          "per clip")
+    return Manifest(source=manifest.source, root=manifest.root, columns=manifest.columns,
+                    clips=clips)
+
+
+def label_names(manifest: ManifestFile, columns: Sequence[str]) -> tuple[int, dict[str, set]]:
+    """One streaming pass: (rows, {column: the set of its class names}), the names as
+    build_vocab splits them. Memory: the vocabularies, not the rows."""
+    names: dict[str, set] = {c: set() for c in columns}
+    rows = 0
+    for _, _, targets, _, _ in manifest.records():
+        rows += 1
+        for c in columns:
+            value = targets[c]
+            if c == "labels":
+                names[c].update(value)
+            elif value:
+                names[c].add(value)
+    return rows, names
 
 
 # ---- label vocabularies --------------------------------------------------------------------

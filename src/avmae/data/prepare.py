@@ -10,6 +10,12 @@ The input length (data.num_frames, frame_stride) is not fixed by the shards: one
 pretraining (16 frames at stride 4), finetuning (32 at stride 2) and evaluation with any --views.
 Output is the same bytes for any number of workers (clips are written in manifest order).
 
+Memory does not grow with the manifest (AudioSet-2M is 2 M rows): the CSV is read row by row
+(avmae.data.manifest.ManifestFile) in two passes, the first checking every row and collecting
+the label vocabularies before anything is written, the second feeding the decoders; a written
+shard's index is folded into counts (Totals) and dropped; skipped clips are listed by path up to
+SKIPPED_LISTED and counted by reason beyond.
+
 --out may be an fsspec URL (s3://, gs://, file://; avmae.data.storage): each shard is written to
 a local temporary folder, uploaded when finished, then deleted (local disk: one shard), its index
 uploaded after it, and meta.json last, so a half-written remote folder is never taken as
@@ -19,6 +25,7 @@ finished and --resume carries on from its uploaded shards as it does locally.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import multiprocessing
@@ -26,6 +33,7 @@ import shutil
 import sys
 import tarfile
 import tempfile
+from array import array
 from collections import Counter, deque
 from pathlib import Path
 
@@ -41,7 +49,7 @@ from avmae.data.shards import (DEFAULT_EVERY, DEFAULT_JPEG_QUALITY, PAYLOAD_FIEL
                                SHARDS_VERSION, encode_jpeg)
 from avmae.data.storage import LocalFolder, RemoteFolder, open_folder
 from avmae.data.transforms import audio_logmel
-from avmae.data.manifest import Clip, build_vocab, load_manifest
+from avmae.data.manifest import Clip, ManifestFile, label_names
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +91,7 @@ class ShardWriter:
 
     def __init__(self, dest: LocalFolder | RemoteFolder, staging: Path, number: int):
         self.dest = dest
-        self.tar_name = f"shard-{number:06d}.tar"
-        self.index_name = f"shard-{number:06d}.idx"
+        self.tar_name, self.index_name = shard_names(number)
         self.tmp = staging / (self.tar_name + ".tmp")
         self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
         self.clips: list[dict] = []
@@ -130,12 +137,12 @@ class ShardWriter:
                 "height": height, "width": width,
                 "frame_offsets": np.cumsum([0] + [len(f) for f in frames]).tolist()}
 
-    def close(self, skipped: list[dict]) -> dict:
+    def close(self, skipped: Skipped) -> dict:
         """Finish the tar, then write the index (last: a shard with an index is complete).
         skipped: the clips skipped since the previous shard. -> the index."""
         self.tar.close()
         self.dest.put(self.tmp, self.tar_name)
-        index = {"tar": self.tar_name, "clips": self.clips, "skipped": skipped,
+        index = {"tar": self.tar_name, "clips": self.clips, **skipped.fields(),
                  "last_row": self.clips[-1]["row"]}
         _write_json(self.dest, self.index_name, index)
         return index
@@ -163,9 +170,10 @@ def _clear(out, overwrite: bool) -> None:
 SETTINGS = "prepare.json"   # what an unfinished prepare was asked to do (for --resume)
 
 
-def _finished_shards(out, settings: dict) -> list[dict]:
-    """The shards an interrupted prepare finished (their index written last), in order; the
-    rest (a tar without its index, temporary files) is removed. Refuses other settings."""
+def _finished_shards(out, settings: dict, totals: Totals) -> None:
+    """Count into `totals` the shards an interrupted prepare finished (their index written
+    last), in order, one index at a time; the rest (a tar without its index, temporary files)
+    is removed. Refuses other settings."""
     if not out.exists(SETTINGS):
         raise ConfigError(f"{out} holds no interrupted prepare to resume; run without --resume")
     key = _first_difference(json.loads(out.read_text(SETTINGS)), settings)
@@ -173,14 +181,12 @@ def _finished_shards(out, settings: dict) -> list[dict]:
         raise ConfigError(f"{out} was being prepared with {key}; resume with the same settings, "
                           "or pass --overwrite")
     names = set(out.names())
-    done = []
-    while f"shard-{len(done):06d}.idx" in names:
-        done.append(json.loads(out.read_text(f"shard-{len(done):06d}.idx")))
-    keep = {name for d in done for name in (d["tar"], d["tar"][:-3] + "idx")}
+    while f"shard-{totals.shards:06d}.idx" in names:
+        totals.add(json.loads(out.read_text(f"shard-{totals.shards:06d}.idx")))
+    keep = {name for n in range(totals.shards) for name in shard_names(n)}
     for name in sorted(names):
         if name.startswith("shard-") and name not in keep:
             out.remove(name)
-    return done
 
 
 def _first_difference(before: dict, now: dict) -> str | None:
@@ -220,22 +226,102 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":")[0].strip()[:32] or "unreadable"
 
 
+# ---- what meta.json counts: constant memory however many rows ----------------------------------
+#
+# A 2 M-row manifest must not cost memory per row: the manifest is read row by row
+# (ManifestFile), the pool keeps a few clips in flight (_ordered), a written shard's index is
+# folded into counts (Totals) and dropped, and a skipped clip is listed by name only among the
+# first SKIPPED_LISTED (per shard index, and in meta.json); the rest are counted by reason.
+
+SKIPPED_LISTED = 100
+
+
+def shard_names(number: int) -> tuple[str, str]:
+    """The tar and index names of shard `number`."""
+    return f"shard-{number:06d}.tar", f"shard-{number:06d}.idx"
+
+
+class Skipped:
+    """Clips skipped since the previous shard: the first SKIPPED_LISTED of them by name, path
+    and reason, the rest counted by reason kind."""
+
+    def __init__(self):
+        self.listed: list[dict] = []
+        self.more: Counter = Counter()
+
+    def __bool__(self) -> bool:
+        return bool(self.listed)  # the first skip is always listed
+
+    def add(self, entry: dict) -> None:
+        if len(self.listed) < SKIPPED_LISTED:
+            self.listed.append(entry)
+        else:
+            self.more[_reason_kind(entry["reason"])] += 1
+
+    def fields(self) -> dict:
+        """The index's "skipped" (and, past the first SKIPPED_LISTED, "skipped_more")."""
+        return {"skipped": self.listed, **({"skipped_more": dict(self.more)} if self.more else {})}
+
+
+class Totals:
+    """What meta.json says of the clips, folded from the shards' indexes one at a time (those
+    an interrupted run finished, then those this run writes): counts, never the entries."""
+
+    def __init__(self):
+        self.shards = 0
+        self.shard_clips = array("q")       # clips of shard n (shard_names(n))
+        self.last_row = -1
+        self.clips = 0
+        self.filled = {"audio": 0, "video": 0}
+        self.problems: Counter = Counter()
+        self.skipped = 0
+        self.reasons: Counter = Counter()   # skipped clips by reason kind
+        self.skipped_clips: list[dict] = []  # the first SKIPPED_LISTED
+
+    def add(self, index: dict) -> None:
+        """One index's clips and skipped clips (an index without "tar": the skipped clips after
+        the last shard)."""
+        for entry in index["clips"]:
+            self.clips += 1
+            self.filled["audio"] += entry["audio"] is None
+            self.filled["video"] += entry["video"] is None
+            self.problems.update(entry["problems"])
+        for entry in index["skipped"]:
+            self.skipped += 1
+            self.reasons[_reason_kind(entry["reason"])] += 1
+            if len(self.skipped_clips) < SKIPPED_LISTED:
+                self.skipped_clips.append(entry)
+        for kind, n in index.get("skipped_more", {}).items():
+            self.skipped += n
+            self.reasons[kind] += n
+        if index.get("tar"):  # shard self.shards: written in order, numbered from 0
+            self.shard_clips.append(len(index["clips"]))
+            self.shards += 1
+            self.last_row = index["last_row"]
+
+
 def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int = 256,
                    workers: int = 1, every: int = DEFAULT_EVERY,
                    jpeg_quality: int = DEFAULT_JPEG_QUALITY, overwrite: bool = False,
                    resume: bool = False, progress: bool = True) -> dict:
     """Decode every clip of a manifest once and write shards + meta.json; -> the meta dict.
     every: keep every `every`-th source frame; jpeg_quality: 1-100 (Pillow's scale).
-    resume: keep the shards an interrupted run finished and carry on after them."""
+    resume: keep the shards an interrupted run finished and carry on after them.
+    Memory does not grow with the manifest's rows (see Totals): a first pass over the CSV checks
+    every row and collects the label vocabularies, a second feeds the decoders."""
     if clips_per_shard < 1 or every < 1 or workers < 1:
         raise ConfigError("--clips-per-shard, --keep-every and --workers must be >= 1")
     if not 1 <= jpeg_quality <= 100:
         raise ConfigError(f"--jpeg-quality {jpeg_quality} must be in 1..100")
-    manifest = load_manifest(manifest_path)
+    manifest = ManifestFile(manifest_path)
+    rows, names = label_names(manifest, manifest.label_columns)   # every row checked
+    if not rows:
+        raise ConfigError(f"manifest {manifest.source} has a header but no rows: add one row "
+                          "per clip")
     check_paths_exist(manifest)
     out = open_folder(out)
     out.make()
-    settings = {"source": str(Path(manifest_path).resolve()), "rows": len(manifest),
+    settings = {"source": str(Path(manifest_path).resolve()), "rows": rows,
                 "data": {name: getattr(data, name) for name in PAYLOAD_FIELDS},
                 "audio_seconds": data.audio_seconds, "every": every,
                 "jpeg_quality": jpeg_quality, "clips_per_shard": clips_per_shard}
@@ -247,30 +333,33 @@ def prepare_shards(manifest_path, out, data: DataConfig, *, clips_per_shard: int
             raise ConfigError(f"{out} holds finished shards with {key}; pass --overwrite to "
                               "prepare them again")
         return meta
+    totals = Totals()
     if resume:
-        done = _finished_shards(out, settings)
+        _finished_shards(out, settings, totals)
     else:
         _clear(out, overwrite)
         _write_json(out, SETTINGS, settings)
-        done = []
-    first = max((d["last_row"] for d in done), default=-1) + 1
     # a remote folder: each shard is written here first, uploaded, then deleted
     staging = Path(tempfile.mkdtemp(prefix="avmae-prepare-")) if out.remote else out.staging()
     try:
-        shards = _write_shards(out, staging, manifest, data, settings, first, len(done),
-                               workers, progress)
+        _write_shards(out, staging, manifest, rows, data, settings, totals, workers, progress)
     finally:
         if out.remote:
             shutil.rmtree(staging, ignore_errors=True)
-    return _write_meta(out, manifest, manifest_path, settings, done + shards)
+    vocab = {c: sorted(names[c]) for c in manifest.label_columns if names[c]}
+    return _write_meta(out, manifest, manifest_path, settings, vocab, totals)
 
 
-def _write_shards(out, staging: Path, manifest, data, settings, first: int, number: int, workers: int,
-                  progress: bool) -> list[dict]:
-    """Decode rows first.. and write shards numbered from `number`; -> their indexes (the
-    trailing skipped clips, after the last shard, in a last entry without a tar)."""
+def _write_shards(out, staging: Path, manifest: ManifestFile, rows: int, data, settings,
+                  totals: Totals, workers: int, progress: bool) -> None:
+    """Decode rows totals.last_row + 1.. and write shards numbered from totals.shards, each
+    folded into `totals` once written (the trailing skipped clips, after the last shard, too)."""
     every, quality = settings["every"], settings["jpeg_quality"]
-    tasks = ((clip, data, every, quality) for clip in manifest.clips[first:])
+    first = totals.last_row + 1
+    # the rows, streamed: one copy feeds the decoders, the other (at most the pool's look-ahead
+    # behind) gives the writer each result's row
+    to_decode, to_write = itertools.tee(itertools.islice(enumerate(manifest), first, None))
+    tasks = ((clip, data, every, quality) for _, clip in to_decode)
     pool = None
     if workers > 1:
         # fork where available, as torch's DataLoader does (no re-import of torch per worker)
@@ -280,59 +369,59 @@ def _write_shards(out, staging: Path, manifest, data, settings, first: int, numb
         results = _ordered(pool, _decode_task, tasks, 2 * workers)  # same shards for any W
     else:
         results = map(_decode_task, tasks)
-    shards, writer, skipped, kinds = [], None, [], Counter()
-    bar = tqdm(total=len(manifest), initial=first, unit="clip", desc="prepare", file=sys.stderr,
+    writer, skipped, kinds = None, Skipped(), Counter(totals.reasons)
+    bar = tqdm(total=rows, initial=first, unit="clip", desc="prepare", file=sys.stderr,
                disable=not progress, dynamic_ncols=True)
     try:
-        for row, decoded in zip(range(first, len(manifest)), results):
-            clip = manifest.clips[row]
+        for (row, clip), decoded in zip(to_write, results):
             bar.update(1)
             if "error" in decoded:
-                skipped.append({"path": str(clip.path), "line": clip.line,
-                                "reason": decoded["error"]})
+                skipped.add({"path": str(clip.path), "line": clip.line,
+                             "reason": decoded["error"]})
                 log.warning("%s: skipped (%s)", clip.path, decoded["error"])
                 kinds[_reason_kind(decoded["error"])] += 1
                 bar.set_postfix_str("skipped: " + ", ".join(f"{k} {n}" for k, n in
                                                             kinds.most_common()), refresh=False)
                 continue
             if writer is None:
-                writer = ShardWriter(out, staging, number + len(shards))
+                writer = ShardWriter(out, staging, totals.shards)
             writer.add_clip(f"{row:08d}", row, clip, manifest.root, decoded)
             if len(writer.clips) == settings["clips_per_shard"]:
-                shards.append(writer.close(skipped))
-                writer, skipped = None, []
+                totals.add(writer.close(skipped))
+                writer, skipped = None, Skipped()
         if writer is not None:
-            shards.append(writer.close(skipped))
-            skipped = []
+            totals.add(writer.close(skipped))
+            skipped = Skipped()
     finally:
         bar.close()
         if pool is not None:
             pool.terminate()
-    return shards + ([{"clips": [], "skipped": skipped}] if skipped else [])
+    if skipped:
+        totals.add({"clips": [], **skipped.fields()})
 
 
-def _write_meta(out, manifest, manifest_path, settings: dict, indexes: list[dict]) -> dict:
-    """meta.json from the shards' indexes (so a resumed prepare counts what earlier runs did)."""
-    clips = [e for index in indexes for e in index["clips"]]
-    skipped = [s for index in indexes for s in index["skipped"]]
-    if not clips:
-        first = skipped[0] if skipped else {"path": "-", "reason": "no rows"}
+def _write_meta(out, manifest, manifest_path, settings: dict, vocab: dict,
+                totals: Totals) -> dict:
+    """meta.json from the counts of the shards' indexes (so a resumed prepare counts what
+    earlier runs did)."""
+    if not totals.clips:
+        first = totals.skipped_clips[0] if totals.skipped_clips else \
+            {"path": "-", "reason": "no rows"}
         raise ConfigError(f"no clip of {manifest_path} could be decoded (first: {first['path']}: "
                           f"{first['reason']})")
     meta = {
         "format": SHARDS_FORMAT, "version": SHARDS_VERSION,
         **{k: settings[k] for k in ("data", "every", "jpeg_quality", "audio_seconds", "source")},
         "label_columns": manifest.label_columns,
-        "vocab": {c: build_vocab(manifest, c) for c in manifest.label_columns
-                  if any(clip.targets[c] for clip in manifest.clips)},
-        "clips": len(clips),
-        "skipped": len(skipped),
-        "filled": {"audio": sum(e["audio"] is None for e in clips),
-                   "video": sum(e["video"] is None for e in clips)},
-        "problems": dict(Counter(p for e in clips for p in e["problems"])),
-        "skipped_clips": skipped,
-        "shards": [{"tar": i["tar"], "index": i["tar"][:-3] + "idx", "clips": len(i["clips"])}
-                   for i in indexes if i["clips"]],
+        "vocab": vocab,
+        "clips": totals.clips,
+        "skipped": totals.skipped,
+        "filled": dict(totals.filled),
+        "problems": dict(totals.problems),
+        "skipped_reasons": dict(totals.reasons.most_common()),
+        "skipped_clips": totals.skipped_clips,    # the first SKIPPED_LISTED; all: "skipped"
+        "shards": [{"tar": shard_names(i)[0], "index": shard_names(i)[1], "clips": n}
+                   for i, n in enumerate(totals.shard_clips)],
     }
     _write_json(out, "meta.json", meta)  # last: a folder without it is incomplete
     out.remove(SETTINGS)

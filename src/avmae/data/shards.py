@@ -14,7 +14,11 @@ Beside each `shard-NNNNNN.tar` a small `shard-NNNNNN.idx` (JSON) holds the same 
 members' offsets in the tar, so any rank or worker reads any clip, and of a clip only the frames
 of its window, by a ranged read. `meta.json`: format "avmae-shards", version 2, the DataConfig
 fields that shape the payload (PAYLOAD_FIELDS: loading refuses a config that differs), `every`,
-the JPEG quality, label columns, counts of clips written, skipped and filled, with reasons.
+the JPEG quality, label columns and vocabularies, counts of clips written, skipped and filled,
+`skipped_reasons` (skipped clips by the kind of reason), `skipped_clips` (the first 100 skipped,
+with path, line and reason: a 2 M-row manifest must not make meta.json huge), and the shards
+with their clip counts. An index's `skipped` lists the clips skipped since the previous shard,
+likewise the first 100, with `skipped_more` (counts by reason) only where there were more.
 
 Why every 2nd frame by default: the inputs the presets and recipes use are 16 frames at stride 4
 (pretraining) and 32 at stride 2 (finetuning, evaluation); both strides are multiples of 2, so
