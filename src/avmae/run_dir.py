@@ -58,6 +58,7 @@ class RunLog:
         except OSError as err:
             with contextlib.suppress(OSError):  # no torn line left for the resumed run to append to
                 os.truncate(self.path, size)
+            self.close()  # the progress bar ends its line: the error is one line of its own
             raise StorageError(storage_message(self.path, err, self.run_dir)) from None
         if self.tb is not None and "step" in record:
             for k, v in record.items():
