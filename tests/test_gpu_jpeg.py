@@ -136,6 +136,19 @@ def test_flag_cuda_without_cuda_falls_back_to_the_cpu_path_with_one_warning(shar
                  build_loader(build_dataset(shards, cpu, train=True), cpu, **kw))
 
 
+def test_flag_cuda_on_a_cuda_machine_but_a_cpu_run_decodes_on_the_cpu(monkeypatch, capsys):
+    """`--device cpu` on a machine with CUDA and torchvision: the run's device decides."""
+    from avmae.data import gpu_jpeg
+    monkeypatch.setattr(gpu_jpeg, "gpu_jpeg_available", lambda: (True, ""))
+    monkeypatch.setattr(gpu_jpeg, "_WARNED", set())
+    on_cpu = gpu_jpeg.choose_jpeg_decode("cuda", True, torch.device("cpu"))
+    assert on_cpu == {"jpeg_decode": "cpu", "jpeg_decode_asked": "cuda",
+                      "jpeg_decode_why": "the run's device is cpu"}
+    assert "the run's device is cpu" in capsys.readouterr().err
+    assert gpu_jpeg.choose_jpeg_decode("cuda", True, torch.device("cuda", 0))["jpeg_decode"] == "cuda"
+    assert gpu_jpeg.choose_jpeg_decode("cuda", True)["jpeg_decode"] == "cuda"   # device not known
+
+
 def test_flag_cuda_without_torchvision_falls_back(monkeypatch, no_cuda, capsys):
     """CUDA present but torchvision not importable: the CPU path, and the line says how to fix it."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

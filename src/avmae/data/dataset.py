@@ -225,7 +225,8 @@ class ClipDataset(Dataset):
 
 def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
                   label_column: str | None = None, vocab: dict | list | None = None,
-                  num_views: int = 1, decode_after_batch: bool | None = None) -> ClipDataset:
+                  num_views: int = 1, decode_after_batch: bool | None = None,
+                  device: torch.device | None = None) -> ClipDataset:
     """A manifest CSV or a shards folder (a path, or an fsspec URL: avmae.data.storage) ->
     ClipDataset yielding the sample dict above.
 
@@ -234,8 +235,8 @@ def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
     it from this data (sorted unique names). The dataset's `vocab` is the one used: save it
     beside the run and pass it to every later stage.
 
-    decode_after_batch: None decides by data.jpeg_decode and this machine
-    (gpu_jpeg.choose_jpeg_decode: True only for shards with CUDA and torchvision); False decodes
+    decode_after_batch: None decides by data.jpeg_decode, the run's `device` and this machine
+    (gpu_jpeg.choose_jpeg_decode: True only for shards on CUDA with torchvision); False decodes
     in the workers; True (shards only) leaves the frames for the loader's decoder (a test on a
     CPU passes gpu_jpeg.pillow_decoder to build_loader).
     """
@@ -257,7 +258,7 @@ def build_dataset(data: str | os.PathLike, cfg: Config, *, train: bool,
                           label_column=label_column, num_views=num_views)
     shards = isinstance(source, ShardSource)
     if decode_after_batch is None:
-        dataset.jpeg_decode = choose_jpeg_decode(cfg.data.jpeg_decode, shards)
+        dataset.jpeg_decode = choose_jpeg_decode(cfg.data.jpeg_decode, shards, device)
         decode_after_batch = dataset.jpeg_decode["jpeg_decode"] == "cuda"
     elif decode_after_batch and not shards:
         raise ConfigError(f"data {path}: only shards hold JPEG frames to decode after the batch")

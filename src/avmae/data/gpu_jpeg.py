@@ -83,16 +83,19 @@ def gpu_jpeg_available() -> tuple[bool, str]:
 _WARNED: set[str] = set()
 
 
-def choose_jpeg_decode(wanted: str, shards: bool) -> dict:
+def choose_jpeg_decode(wanted: str, shards: bool, device: torch.device | None = None) -> dict:
     """Where a dataset's JPEG frames are decoded: {"jpeg_decode": "cpu" | "cuda" (used),
     "jpeg_decode_asked": wanted (data.jpeg_decode), "jpeg_decode_why": the reason} (the run log's
-    record). Asked for cuda and given cpu: one warning line, once per process (rank 0)."""
+    record). `device`: the run's (None: not known, CUDA if there is one); a run on another device
+    decodes on the CPU. Asked for cuda and given cpu: one warning line, once per process (rank 0)."""
     if wanted != "cuda":
         used, why = "cpu", "data.jpeg_decode=cpu"
     elif not shards:
         used, why = "cpu", "the data is not shards format 2 (only shards hold JPEG frames)"
     else:
         ok, why = gpu_jpeg_available()
+        if ok and device is not None and torch.device(device).type != "cuda":
+            ok, why = False, f"the run's device is {torch.device(device).type}"
         used, why = ("cuda", "nvJPEG (torchvision.io.decode_jpeg on CUDA)") if ok else ("cpu", why)
     if wanted == "cuda" and used == "cpu" and why not in _WARNED:
         _WARNED.add(why)

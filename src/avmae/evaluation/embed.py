@@ -73,7 +73,7 @@ def embed(checkpoint: str, inputs: list[str], out: str, *, batch_size: int = 8,
     dev = resolve_device(device)
     model.to(dev).eval()
     with tempfile.TemporaryDirectory() as scratch:
-        dataset = build_dataset(_data_source(inputs, Path(scratch)), cfg, train=False)
+        dataset = build_dataset(_data_source(inputs, Path(scratch)), cfg, train=False, device=dev)
         loader = build_loader(dataset, cfg, train=False, batch_size=batch_size, num_workers=workers)
         feats = {m: [] for m in model.modalities}
         present = {m: [] for m in model.modalities}

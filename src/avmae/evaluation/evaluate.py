@@ -34,7 +34,7 @@ from avmae.data.storage import data_exists
 from avmae.data.manifest import label_columns
 from avmae.evaluation.metrics import classification_metrics
 from avmae.models.loading import finetune_labels, load_model
-from avmae.runtime import autocast
+from avmae.runtime import autocast, resolve_device
 
 # The metric that picks the best checkpoint and that the paper reports first for each task.
 PRIMARY_METRIC = {"single": "top1", "multi": "mAP", "verb_noun": "action_top1"}
@@ -180,7 +180,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, views: int 
         raise ConfigError(f"--views {views}: give at least one view per clip")
     dataset = build_dataset(data, dataset_config(cfg), train=False,
                             label_column=labels["label_column"], vocab=labels["vocab"],
-                            num_views=views)
+                            num_views=views, device=resolve_device(device))
     owned = not (torch_dist.is_available() and torch_dist.is_initialized())
     d = runtime.setup(device)
     try:

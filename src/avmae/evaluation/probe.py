@@ -107,12 +107,13 @@ def extract(encoder: FrozenEncoder, pooled: list[str], dataset: ClipDataset, cfg
 
 # ---- the two probes -------------------------------------------------------------------------
 
-def labelled_sets(data: str, val: str, cfg: Config, column: str
+def labelled_sets(data: str, val: str, cfg: Config, column: str, device: torch.device | None = None
                   ) -> tuple[ClipDataset, ClipDataset, list[int]]:
     """(the labelled clips the heads are fitted on, the clips they score, classes per label
     column): evaluation views, the scored clips in the fitted clips' vocabulary."""
-    train_set = build_dataset(data, cfg, train=False, label_column=column)
-    val_set = build_dataset(val, cfg, train=False, label_column=column, vocab=train_set.vocab)
+    train_set = build_dataset(data, cfg, train=False, label_column=column, device=device)
+    val_set = build_dataset(val, cfg, train=False, label_column=column, vocab=train_set.vocab,
+                            device=device)
     return train_set, val_set, [len(train_set.vocab[c]) for c in label_columns(column)]
 
 
@@ -205,7 +206,7 @@ class KnnMonitor:
                                   "shards folder")
         column = cfg.finetune.label_column
         self.task, self.cfg, self.device, self.k, self.val = label_task(column), cfg, device, k, val
-        self.bank, self.queries, self.classes = labelled_sets(data, val, cfg, column)
+        self.bank, self.queries, self.classes = labelled_sets(data, val, cfg, column, device)
 
     @torch.no_grad()
     def __call__(self, model: torch.nn.Module) -> dict:
@@ -247,8 +248,8 @@ def probe(run: str, data: str, val: str, *, modality: str | None = None, preset:
     task = label_task(column)
     modalities = "audio_video" if len(encoder.inputs) == 2 else encoder.inputs[0]
     data_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, modalities=modalities))
-    train_set, val_set, classes = labelled_sets(data, val, data_cfg, column)
     dev = resolve_device(device)
+    train_set, val_set, classes = labelled_sets(data, val, data_cfg, column, dev)
     encoder.model.to(dev)
     kwargs = dict(batch_size=batch_size, workers=workers, device=dev)
     train_x, train_ok = extract(encoder, pooled, train_set, data_cfg, **kwargs)

@@ -235,10 +235,11 @@ class Finetuning:
         vocab = json.loads(stored["vocab"]) if stored else \
             None if given_vocab is None else select_columns(given_vocab, f.label_column)
         train_set = build_dataset(self.data, data_cfg, train=True, label_column=f.label_column,
-                                  vocab=vocab)
+                                  vocab=vocab, device=self.d.device)
         vocab = train_set.vocab
         self.val_set = val_set = build_dataset(self.val, data_cfg, train=False,
-                                               label_column=f.label_column, vocab=vocab)
+                                               label_column=f.label_column, vocab=vocab,
+                                               device=self.d.device)
         self.classes = classes = num_classes(vocab)
 
         torch.manual_seed(t.seed)  # identical new heads (and scratch weights) on every rank

@@ -91,7 +91,7 @@ class Pretraining:
         torch.manual_seed(t.seed)  # identical initial weights on every rank
         self.model = model = AVMAE(cfg.model).to(d.device)
         self.modalities = model.modalities
-        self.dataset = dataset = build_dataset(self.data, cfg, train=True)
+        self.dataset = dataset = build_dataset(self.data, cfg, train=True, device=d.device)
         first = build_loader(dataset, cfg, train=True, batch_size=t.batch_size, rank=d.rank,
                              world_size=d.world_size, seed=t.seed, epoch=0)
         self.budget = budget = resolve_budget(t, first.batches_per_epoch, d.world_size)
