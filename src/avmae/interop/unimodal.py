@@ -72,6 +72,7 @@ import torch
 from avmae.checkpoint import PRETRAIN_KIND, save_checkpoint, warn, writing
 from avmae.config import PRESETS, Config, ConfigError, build_config, parse_overrides
 from avmae.run_dir import claim_run_dir
+from avmae.models.init_from_pretrained import strip_prefixes
 
 SOURCES = ("videomae", "mae", "audiomae")
 INTO = {"videomae": ("video",), "mae": ("audio", "video"), "audiomae": ("audio",)}
@@ -169,13 +170,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def _strip(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for w in PREFIX_WRAPPERS:
-            if key.startswith(w):
-                key, changed = key[len(w):], True
-    return key
+    return strip_prefixes(key, PREFIX_WRAPPERS)
 
 
 # --- Any layout -> one plain ViT (timm names) ------------------------------------------------------

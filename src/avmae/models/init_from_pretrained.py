@@ -99,18 +99,20 @@ def _compact(keys: list[str]) -> list[str]:
     return out
 
 
+def strip_prefixes(key: str, prefixes) -> str:
+    """`key` without any of `prefixes` at its start, however many and in whatever order."""
+    changed = True
+    while changed:
+        changed = False
+        for p in prefixes:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
 def strip_wrappers(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove `module.` (DDP) and `_orig_mod.` (torch.compile) prefixes from every key."""
-    out = {}
-    for k, v in state_dict.items():
-        changed = True
-        while changed:
-            changed = False
-            for p in WRAPPER_PREFIXES:
-                if k.startswith(p):
-                    k, changed = k[len(p):], True
-        out[k] = v
-    return out
+    return {strip_prefixes(k, WRAPPER_PREFIXES): v for k, v in state_dict.items()}
 
 
 def check_pretrained(classifier: nn.Module, state_dict: dict[str, torch.Tensor], pretrain: ModelConfig,
