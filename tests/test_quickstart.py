@@ -134,6 +134,11 @@ def test_labelled_subset_keeps_the_first_clips_of_each_class(tmp_path):
     assert (tmp_path / "data" / "l.csv").read_text().splitlines() == [
         "path,label,verb", "clips/a.mp4,x,v", "clips/b.mp4,y,v", "clips/c.mp4,x,v", "clips/e.mp4,y,v",
         "clips/f.mp4,z,v"]
+    # skip: the next clips of each class after the first `skip` (the quickstart's val.csv)
+    assert quickstart.labelled_subset(tmp_path / "data" / "train.csv", tmp_path / "data" / "v.csv",
+                                      1, skip=2) == 1
+    assert (tmp_path / "data" / "v.csv").read_text().splitlines() == ["path,label,verb",
+                                                                      "clips/d.mp4,x,v"]
     # written elsewhere, the paths still name the same files
     quickstart.labelled_subset(tmp_path / "data" / "train.csv", tmp_path / "l.csv", 1)
     assert (tmp_path / "l.csv").read_text().splitlines()[1] == \
@@ -152,3 +157,26 @@ def test_the_default_split_is_304_training_and_400_test_clips():
     plan = quickstart.Plan()
     _, is_test = split_plan(plan.clips, 0, plan.test_fraction)
     assert (int(is_test.sum()), int((~is_test).sum())) == (400, 304)
+
+
+def test_each_cell_is_the_mean_of_its_finetunings_and_margins_are_in_spreads():
+    top1 = {"random_init": {"audio": [30.0, 34.0, 26.0], "video": [20.0, 20.0, 20.0],
+                            "av": [40.0, 44.0, 36.0]},
+            "avmae": {"audio": [33.0, 33.0, 33.0], "video": [25.0, 27.0, 23.0],
+                      "av": [50.0, 47.0, 53.0]}}
+    results = quickstart.summarise(top1)
+    assert results["random_init"] == {"audio": 30.0, "video": 20.0, "av": 40.0}
+    assert results["spread"]["random_init"] == {"audio": 4.0, "video": 0.0, "av": 4.0}  # sample sd
+    assert results["spread"]["avmae"]["av"] == 3.0 and results["runs"] is top1
+    # (50 - 40) / sqrt((3^2 + 4^2) / 2)
+    assert quickstart.margin(results, ("avmae", "av"), ("random_init", "av")) == \
+        pytest.approx(10 / (12.5 ** 0.5))
+    verdict = quickstart.verdict(results)
+    assert "Random init: audiovisual 40.0 > max(audio 30.0, video 20.0) (+2.5 spreads)" in verdict
+    assert "+10.0 points (+2.8 spreads)" in verdict
+    # one finetuning per cell: no spread, no margin
+    one = quickstart.summarise({i: {m: [v[0]] for m, v in r.items()} for i, r in top1.items()})
+    assert one["spread"]["avmae"]["av"] == 0.0
+    assert quickstart.margin(one, ("avmae", "av"), ("random_init", "av")) is None
+    text = quickstart.table(results, quickstart.Plan(), test_clips=400)
+    assert "| Random init | 30.0 +- 4.0 | 20.0 +- 0.0 | 40.0 +- 4.0 |" in text
