@@ -50,7 +50,7 @@ def run_loss(data: Path, out: Path, seed: int, steps: int, extra: list[str]) -> 
     losses = {}
     for line in (out / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
-        if "loss" in record and "step" in record and record.get("split", "train") == "train":
+        if "loss" in record and "step" in record:       # the training steps' records
             losses[record["step"]] = record["loss"]
     tail = [losses[s] for s in sorted(losses) if s > steps * 3 // 4]
     return {"loss": statistics.fmean(tail), "final_loss": losses[max(losses)],
